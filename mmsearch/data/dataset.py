@@ -1,0 +1,73 @@
+"""Prepared rows -> tensors. Missing values in every modality travel as masks, never as errors:
+the encoders turn a masked input into the modality's missing representation."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .images import load_image
+from .prepare import PreparedData
+
+Tokenize = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
+IMAGE_CACHE_BYTES = 2 * 1024**3  # decoded images are kept in memory when they fit in this
+
+
+def row_texts(rows, columns: list[str]) -> list[str]:
+    """All text columns of a row as one string ('' when every one is missing)."""
+    def clean(v) -> str:
+        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()
+
+    cols = {c: [clean(v) for v in rows[c]] for c in columns}
+    if len(columns) == 1:
+        return cols[columns[0]]
+    return ["\n".join(f"{c}: {cols[c][i]}" for c in columns if cols[c][i]) for i in range(len(rows))]
+
+
+class TableDataset(Dataset):
+    """Items are dicts: image uint8 [n_img, 3, S, S] + image_mask [n_img]; text_ids/text_attn [L]
+    + text_mask; num float [n_num] + num_mask [n_num]; cat int64 [n_cat] (0 = missing);
+    label; index (row position in the prepared table, for aligning predictions)."""
+
+    def __init__(self, data: PreparedData, part: str, *, image_size: int = 0, tokenize: Tokenize | None = None):
+        rows = data.rows(part)
+        schema = data.schema
+        self.index = torch.as_tensor(data.split[part])
+        self.labels = torch.as_tensor(data.labels(part))
+        num, num_mask, cat = data.tabular.transform(rows)
+        self.num, self.num_mask, self.cat = torch.as_tensor(num), torch.as_tensor(num_mask), torch.as_tensor(cat)
+        self.image_size = image_size
+        self.image_paths = rows[schema.by_role("image")].to_numpy(dtype=object) if image_size else np.empty((len(rows), 0), object)
+        self.image_paths = np.where([[isinstance(p, str) for p in r] for r in self.image_paths], self.image_paths, None).reshape(len(rows), -1)
+        n_bytes = self.image_paths.size * 3 * image_size**2
+        self._cache: dict[str, np.ndarray] | None = {} if n_bytes <= IMAGE_CACHE_BYTES else None
+        text_cols = schema.by_role("text")
+        if tokenize is not None and text_cols:
+            texts = row_texts(rows, text_cols)
+            self.text_ids, self.text_attn = tokenize(texts)
+            self.text_mask = torch.tensor([bool(t) for t in texts])
+        else:
+            self.text_ids = self.text_attn = self.text_mask = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _image(self, path: str) -> np.ndarray:
+        if self._cache is None:
+            return load_image(path, self.image_size)
+        if path not in self._cache:
+            self._cache[path] = load_image(path, self.image_size)
+        return self._cache[path]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = {"label": self.labels[i], "index": self.index[i], "num": self.num[i], "num_mask": self.num_mask[i], "cat": self.cat[i]}
+        if self.image_paths.shape[1]:
+            paths = self.image_paths[i]
+            blank = np.zeros((3, self.image_size, self.image_size), np.uint8)
+            item["image"] = torch.from_numpy(np.stack([self._image(p) if p else blank for p in paths]))
+            item["image_mask"] = torch.tensor([p is not None for p in paths])
+        if self.text_ids is not None:
+            item.update(text_ids=self.text_ids[i], text_attn=self.text_attn[i], text_mask=self.text_mask[i])
+        return item

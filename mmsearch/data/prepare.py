@@ -1,0 +1,161 @@
+"""Table -> prepared data (schema, split, fitted preprocessing), written once, reused by trials.
+
+A prepared directory holds:
+  table.parquet     the feature columns + label; image paths made absolute
+  schema.json       column roles, problem type, classes
+  split.json        row positions of train / val / holdout (predictions align with these)
+  preprocess.json   fitted tabular + target state (plain JSON: no pickles)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from .images import check_images, resolve_paths
+from .schema import Schema, infer_schema
+from .split import PARTS, split_rows
+from .tabular import TabularPreprocessor, TargetEncoder
+
+FILES = ("table.parquet", "schema.json", "split.json", "preprocess.json")
+
+
+def read_table(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, Path]:
+    """(table, folder that relative image paths are relative to)."""
+    if isinstance(source, pd.DataFrame):
+        _check_unique_columns(list(source.columns))
+        return source.reset_index(drop=True), Path.cwd()
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise DataError(f"table {path} does not exist")
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() in (".gz", ".bz2", ".zip") else path.suffix.lower()
+    if suffix.startswith(".csv") or suffix.startswith(".tsv"):
+        sep = "\t" if suffix.startswith(".tsv") else ","
+        with open(path, newline="") as f:  # pandas renames duplicate headers ('a.1'): catch them first
+            header = next(csv.reader(f, delimiter=sep), [])
+        _check_unique_columns(header)
+        df = pd.read_csv(path, sep=sep)
+    elif suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        _check_unique_columns(pq.read_schema(path).names)
+        df = pd.read_parquet(path)
+    else:
+        raise DataError(f"table {path}: unsupported format {suffix!r}; use .csv, .tsv or .parquet")
+    return df, path.parent.resolve()
+
+
+def _is_missing(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
+
+
+def _check_unique_columns(names: list) -> None:
+    seen, dups = set(), []
+    for n in names:
+        if n in seen and n not in dups:
+            dups.append(n)
+        seen.add(n)
+    if dups:
+        raise DataError(f"duplicate column names: {', '.join(map(repr, dups))}; rename them so each column is unique")
+
+
+@dataclass
+class PreparedData:
+    dir: Path
+    table: pd.DataFrame
+    schema: Schema
+    split: dict[str, np.ndarray]
+    tabular: TabularPreprocessor
+    target: TargetEncoder
+
+    def rows(self, part: str) -> pd.DataFrame:
+        return self.table.iloc[self.split[part]]
+
+    def labels(self, part: str) -> np.ndarray:
+        return self.target.encode(self.rows(part)[self.schema.label])
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "PreparedData":
+        d = Path(directory)
+        missing = [f for f in FILES if not (d / f).is_file()]
+        if missing:
+            raise DataError(f"{d} is not a prepared data directory (missing {', '.join(missing)})")
+        state = json.loads((d / "preprocess.json").read_text())
+        split = {k: np.asarray(v, dtype=np.int64) for k, v in json.loads((d / "split.json").read_text()).items()}
+        return cls(
+            dir=d,
+            table=pd.read_parquet(d / "table.parquet"),
+            schema=Schema.from_json((d / "schema.json").read_text()),
+            split=split,
+            tabular=TabularPreprocessor(**state["tabular"]),
+            target=TargetEncoder(**state["target"]),
+        )
+
+
+def prepare(
+    source: str | Path | pd.DataFrame,
+    label: str,
+    out_dir: str | Path,
+    *,
+    column_types: dict[str, str] | None = None,
+    problem_type: str | None = None,
+    val_frac: float = 0.15,
+    holdout_frac: float = 0.15,
+    seed: int = 0,
+    missing_images: bool = False,
+) -> PreparedData:
+    """Validate the table, infer its schema, split it, fit preprocessing on train, and write it
+    all to out_dir. Every check runs before anything is written; the directory appears whole."""
+    df, base_dir = read_table(source)
+    if df.empty or len(df.columns) == 0:
+        raise DataError("the table is empty: it has no rows" if len(df.columns) else "the table has no columns")
+    if label not in df.columns:
+        raise DataError(f"label column {label!r} not found; columns: {', '.join(map(str, df.columns))}")
+    unlabelled = df[label].isna()
+    if unlabelled.all():
+        raise DataError(f"label column {label!r} is empty (NaN) in all {len(df)} rows")
+    if unlabelled.any():  # rows without a label teach nothing: drop them, loudly
+        rows = list(df.index[unlabelled][:5])
+        print(f"mmsearch: dropping {int(unlabelled.sum())} rows with no {label!r} (rows {rows}{' ...' if unlabelled.sum() > 5 else ''})")
+        df = df[~unlabelled].reset_index(drop=True)
+
+    schema = infer_schema(df, label, column_types=column_types, problem_type=problem_type)
+    df = df[[*schema.columns, label]].copy()
+    for col in schema.by_role("image"):
+        df[col] = resolve_paths(df[col], base_dir)
+    df = check_images(df, schema.by_role("image"), treat_bad_as_missing=missing_images)
+    for col in schema.by_role("text") + schema.by_role("categorical"):  # one dtype per column for parquet
+        df[col] = pd.Series([None if _is_missing(v) else str(v) for v in df[col]], index=df.index, dtype=object)
+
+    target = TargetEncoder(schema.problem_type, classes=schema.classes)
+    y = target.encode(df[label]) if schema.problem_type != "regression" else None
+    split = split_rows(len(df), y, val_frac=val_frac, holdout_frac=holdout_frac, seed=seed)
+    train = df.iloc[split["train"]]
+    tabular = TabularPreprocessor(schema.by_role("numeric"), schema.by_role("categorical")).fit(train)
+    target.fit(train[label])
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} exists and is not empty; choose a new directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        df.to_parquet(tmp / "table.parquet", index=False)
+        (tmp / "schema.json").write_text(schema.to_json())
+        (tmp / "split.json").write_text(json.dumps({p: split[p].tolist() for p in PARTS}))
+        (tmp / "preprocess.json").write_text(json.dumps({"tabular": tabular.to_dict(), "target": target.to_dict()}, indent=1))
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PreparedData(out, df, schema, split, tabular, target)

@@ -1,0 +1,13 @@
+"""User-facing errors: one line that says what is wrong, where, and what to do."""
+
+
+class MMSearchError(ValueError):
+    """Bad input or configuration. The CLI prints the message alone, without a traceback."""
+
+
+class ConfigError(MMSearchError):
+    """An unknown or mistyped configuration key or value."""
+
+
+class DataError(MMSearchError):
+    """A table that cannot be used as given (missing label, bad image paths, ...)."""

@@ -1,0 +1,1 @@
+"""Encoders (one per modality), fusion modules, and the fused model that ties them together."""

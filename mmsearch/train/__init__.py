@@ -1,0 +1,1 @@
+"""Training: the loop a Ray Train worker runs (also runnable in-process), and its parts."""

@@ -1,0 +1,99 @@
+"""Where a run reports to: a local directory (in-process runs, tests) or Ray Train (workers).
+
+The loop only talks to this interface, so the same code runs in-process and in a DDP worker group.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+class LocalContext:
+    """One process. Checkpoints go to out_dir/checkpoints/epoch_NNN (the newest `keep` are kept);
+    a later run with the same out_dir resumes from the newest one."""
+    rank, world_size = 0, 1
+
+    def __init__(self, out_dir: str | Path, *, keep: int = 1, device: str | None = None):
+        self.out_dir = Path(out_dir)
+        self.keep = keep
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.checkpoints = self.out_dir / "checkpoints"
+
+    def latest_checkpoint(self) -> Path | None:
+        if (self.out_dir / "final" / "trainer.json").is_file():
+            return self.out_dir / "final"
+        found = sorted(self.checkpoints.glob("epoch_*")) if self.checkpoints.is_dir() else []
+        return found[-1] if found else None
+
+    def prepare_model(self, model):
+        return model.to(self.device)
+
+    def prepare_loader(self, loader):
+        return loader
+
+    def report(self, metrics: dict, checkpoint: Path | None) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if checkpoint is not None:
+            final = metrics.get("final")
+            target = self.out_dir / "final" if final else self.checkpoints / f"epoch_{metrics['epoch']:03d}"
+            if target.exists():
+                shutil.rmtree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(checkpoint), target)  # a whole directory appears, or none
+            old = sorted(self.checkpoints.glob("epoch_*"))
+            for stale in old if final else old[: -self.keep]:  # final supersedes resume checkpoints
+                shutil.rmtree(stale)
+
+    def scratch_dir(self) -> Path:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".ckpt-", dir=self.out_dir))
+
+
+class RayContext:
+    """Inside a Ray Train worker: DDP via ray.train.torch, checkpoints registered with Ray."""
+
+    def __init__(self):
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self._restored: Path | None = None
+
+    def latest_checkpoint(self) -> Path | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        if self._restored is None:
+            self._restored = Path(checkpoint.to_directory(tempfile.mkdtemp(prefix="mmsearch-restore-")))
+        return self._restored
+
+    def prepare_model(self, model):
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def prepare_loader(self, loader):
+        import ray.train.torch
+
+        return ray.train.torch.prepare_data_loader(loader)
+
+    def report(self, metrics: dict, checkpoint: Path | None) -> None:
+        import ray.train
+
+        ckpt = ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint is not None else None
+        ray.train.report(metrics, checkpoint=ckpt)  # every rank calls it: it is a barrier
+        if checkpoint is not None:
+            shutil.rmtree(checkpoint, ignore_errors=True)  # SYNC upload has copied it
+
+    def scratch_dir(self) -> Path:
+        return Path(tempfile.mkdtemp(prefix="mmsearch-ckpt-"))

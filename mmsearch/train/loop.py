@@ -1,0 +1,190 @@
+"""The training loop: what one trial runs, in-process or in each Ray Train (DDP) worker.
+
+train(trial, data_dir, ctx): build the model from the flat trial config, apply the trial's
+tricks at their hooks, train with validation + a checkpoint every epoch, continue from the
+context's latest checkpoint if there is one, apply after-fit tricks (the soup), and report the
+final weights with their predictions on val and holdout.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .. import metrics as metric_fns
+from ..config import TrialConfig
+from ..data.dataset import TableDataset
+from ..data.prepare import PreparedData
+from ..models.model import build_model
+from ..tricks import build_tricks
+from . import checkpoint
+from .evaluate import autocast, predict, score, task_loss, to_device
+from .optim import base_schedule, make_optimizer, param_specs
+from .state import TrainState
+
+EVAL_PARTS = ("val", "holdout")
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN or infinite: the trial is recorded as errored with this cause."""
+
+
+def train(trial: dict, data_dir: str | Path, ctx) -> dict:
+    cfg = TrialConfig.from_flat(trial)
+    data = PreparedData.load(data_dir)
+    problem = data.schema.problem_type
+    metric = metric_fns.default_metric(problem)
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+
+    # -- model, tricks, data -----------------------------------------------------------------
+    model = build_model(cfg, data)
+    tricks = build_tricks(cfg.enabled_tricks())
+    sets = {part: TableDataset(data, part, image_size=model.image_size, tokenize=model.tokenize) for part in ("train", *EVAL_PARTS)}
+    truth = {part: _decoded(data, sets[part].labels.numpy()) for part in EVAL_PARTS}
+    batch = max(1, cfg.optim.batch_size // ctx.world_size)
+    loader_args = dict(num_workers=cfg.train.loader_workers, persistent_workers=cfg.train.loader_workers > 0)
+    shuffle = torch.Generator()
+    train_loader = DataLoader(sets["train"], batch_size=batch, shuffle=True, drop_last=len(sets["train"]) > batch, generator=shuffle, **loader_args)
+    eval_loaders = {part: DataLoader(sets[part], batch_size=2 * batch, **loader_args) for part in EVAL_PARTS}
+
+    def evaluate(m, part="val"):
+        preds, _, loss = predict(m, eval_loaders[part], ctx.device, cfg.train.precision, problem)
+        preds = _decoded(data, preds)
+        return preds, loss, score(metric, truth[part], preds)
+
+    state = TrainState(problem_type=problem, device=ctx.device, generator=torch.Generator(),
+                       evaluate=lambda m: evaluate(m)[2], rank=ctx.rank, world_size=ctx.world_size)
+    for t in tricks:
+        model = t.configure_model(model, state)
+    model.to(ctx.device)
+
+    # -- optimizer and schedule (tricks adjust both) ------------------------------------------
+    specs = param_specs(model, cfg.optim.weight_decay)
+    for t in tricks:
+        specs = t.param_groups(specs, state)
+    optimizer = make_optimizer(specs, cfg.optim.lr)
+    steps_per_epoch = len(train_loader) // ctx.world_size if ctx.world_size > 1 else len(train_loader)
+    if cfg.train.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
+    state.total_steps = max(1, steps_per_epoch * cfg.train.epochs)
+    schedule = base_schedule(cfg.optim.schedule, state.total_steps)
+    for t in tricks:
+        schedule = t.lr_schedule(schedule, state.total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    # -- resume -------------------------------------------------------------------------------
+    history: list[dict] = []
+    start_epoch = 0
+    if (resume := ctx.latest_checkpoint()) is not None:
+        trainer = checkpoint.restore(resume, model=model, optimizer=optimizer, scheduler=scheduler, tricks=tricks)
+        history, start_epoch, state.step = trainer["history"], trainer["epoch"], trainer["step"]
+        if trainer.get("finished"):  # Train got ahead of Tune before a crash: say it again
+            ctx.report(trainer["final_metrics"], None)
+            return trainer["final_metrics"]
+        _say(ctx, f"resuming after epoch {start_epoch} from {resume}")
+
+    ddp_model = ctx.prepare_model(model)
+    train_loader = ctx.prepare_loader(train_loader)
+
+    # -- epochs -------------------------------------------------------------------------------
+    for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
+        state.epoch = epoch
+        t0 = time.perf_counter()
+        shuffle.manual_seed(cfg.train.seed * 100_003 + epoch)  # order depends on the epoch only: resumable
+        state.generator.manual_seed(cfg.train.seed * 100_003 + epoch * 1_009 + ctx.rank)
+        if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
+        train_loss = _train_epoch(ddp_model, train_loader, optimizer, scheduler, tricks, state, cfg, steps_per_epoch)
+
+        preds, losses, scores = {}, {}, {}
+        for part in EVAL_PARTS:
+            preds[part], losses[part], scores[part] = evaluate(model, part)
+        state.val_score = scores["val"]
+        for t in tricks:
+            t.on_epoch_end(model, state)
+        row = {
+            "epoch": epoch, "val_score": scores["val"], f"val_{metric}": abs(scores["val"]), "val_loss": losses["val"],
+            f"holdout_{metric}": abs(scores["holdout"]), "train_loss": train_loss,
+            "lr": optimizer.param_groups[-1]["lr"], "epoch_time_s": time.perf_counter() - t0, **state.pop_logs(),
+        }
+        history.append(row)
+        _say(ctx, f"epoch {epoch}/{cfg.train.epochs}  train_loss {train_loss:.4f}  val_{metric} {row[f'val_{metric}']:.4f}  "
+                  f"val_loss {losses['val']:.4f}  ({row['epoch_time_s']:.1f} s)")
+        ckpt = None
+        if ctx.rank == 0:
+            ckpt = checkpoint.write(ctx.scratch_dir(), model=model, preds=preds, optimizer=optimizer, scheduler=scheduler,
+                                    tricks=tricks, trainer={"epoch": epoch, "step": state.step, "history": history, "finished": False})
+        ctx.report({**row, "final": False}, ckpt)
+
+    # -- after fit: soup etc., final predictions ----------------------------------------------
+    for t in tricks:
+        model = t.after_fit(model, state)
+    preds, final = {}, {}
+    for part in EVAL_PARTS:
+        preds[part], final[f"{part}_loss"], s = evaluate(model, part)
+        final[f"{part}_{metric}"] = abs(s)
+        final[f"{part}_score"] = s
+    final.update(epoch=cfg.train.epochs, final=True, metric=metric, **state.info)
+    _say(ctx, f"final  val_{metric} {final[f'val_{metric}']:.4f}  holdout_{metric} {final[f'holdout_{metric}']:.4f}")
+    ckpt = None
+    if ctx.rank == 0:
+        ckpt = checkpoint.write(ctx.scratch_dir(), model=model, preds=preds,
+                                trainer={"epoch": cfg.train.epochs, "step": state.step, "history": history,
+                                         "finished": True, "final_metrics": final})
+        cfg.save(ckpt / "config.json")
+    ctx.report(final, ckpt)
+    return final
+
+
+def _train_epoch(model, loader, optimizer, scheduler, tricks, state, cfg, max_steps: int) -> float:
+    model.train()
+    total, n = 0.0, 0
+    bar = tqdm(total=max_steps, desc=f"epoch {state.epoch}", leave=False, disable=state.rank != 0 or not sys.stderr.isatty())
+    for i, batch in enumerate(loader):
+        if i >= max_steps:
+            break
+        batch = to_device(batch, state.device)
+        for t in tricks:
+            batch = t.on_batch(batch, state)
+        with autocast(state.device, cfg.train.precision):
+            out = model(batch)
+            losses = {"fused": task_loss(out.logits, batch["label"], state.problem_type)}
+            losses.update({m: task_loss(l, batch["label"], state.problem_type) for m, l in out.modality_logits.items()})
+            loss = sum(state.loss_weights.get(k, 1.0) * v for k, v in losses.items())
+            for t in tricks:
+                loss = t.on_loss(loss, out, batch, state)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"loss became {float(loss)} at epoch {state.epoch}, step {state.step}; try a lower optim.lr or tricks.grad_clip")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for t in tricks:
+            t.before_step(model, state)
+        optimizer.step()
+        scheduler.step()
+        state.step += 1
+        total, n = total + loss.item(), n + 1
+        bar.update()
+    bar.close()
+    return total / max(1, n)
+
+
+def _decoded(data: PreparedData, values: np.ndarray) -> np.ndarray:
+    """Regression values back on the label's scale; class probabilities unchanged."""
+    return data.target.decode_regression(values) if data.schema.problem_type == "regression" else values
+
+
+def _say(ctx, message: str) -> None:
+    if ctx.rank == 0:
+        print(f"[mmsearch] {message}", flush=True)
+
+
+def ray_worker(config: dict) -> None:
+    """Entry point of each Ray Train worker: config = {"trial": flat dict, "data_dir": path}."""
+    from .context import RayContext
+
+    train(config["trial"], config["data_dir"], RayContext())

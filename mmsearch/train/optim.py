@@ -1,0 +1,44 @@
+"""Per-parameter optimizer settings (tricks adjust them), AdamW groups, the base LR schedule."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from ..tricks import ParamSpec, Schedule
+
+
+def param_specs(model: nn.Module, weight_decay: float) -> list[ParamSpec]:
+    """Every trainable parameter with its depth from the output (fusion/heads 0; an encoder's
+    top layer 1, ..., its embeddings deepest) and its weight decay (none on biases, norms and
+    embeddings, which decay would only shrink)."""
+    depth: dict[str, int] = {}
+    for slot, encoder in model.encoders.items():
+        ids, n_layers = encoder.layer_ids()
+        depth.update({f"encoders.{slot}.{name}": n_layers - i for name, i in ids.items()})
+    specs = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        d = depth.get(name, 1 if name.startswith("encoders.") else 0)
+        no_decay = p.ndim <= 1 or name.endswith(".bias") or "embed" in name.lower()
+        specs.append(ParamSpec(name, p, d, 0.0 if no_decay else weight_decay))
+    return specs
+
+
+def make_optimizer(specs: list[ParamSpec], lr: float) -> torch.optim.Optimizer:
+    groups: dict[tuple[float, float], list] = defaultdict(list)
+    for s in specs:
+        groups[(s.lr_scale, s.weight_decay)].append(s.param)
+    return torch.optim.AdamW(
+        [{"params": ps, "lr": lr * scale, "weight_decay": wd, "lr_scale": scale} for (scale, wd), ps in sorted(groups.items())],
+        lr=lr,
+    )
+
+
+def base_schedule(kind: str, total_steps: int) -> Schedule:
+    if kind == "constant":
+        return lambda step: 1.0
+    return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
