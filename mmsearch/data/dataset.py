@@ -26,7 +26,7 @@ def row_texts(rows, columns: list[str]) -> list[str]:
     return ["\n".join(f"{c}: {cols[c][i]}" for c in columns if cols[c][i]) for i in range(len(rows))]
 
 
-class TableDataset(Dataset):
+class RowDataset(Dataset):
     """Items are dicts: image uint8 [n_img, 3, S, S] + image_mask [n_img]; text_ids/text_attn [L]
     + text_mask; num float [n_num] + num_mask [n_num]; cat int64 [n_cat] (0 = missing);
     label; index (row position in the prepared table, for aligning predictions)."""

@@ -49,6 +49,8 @@ class LocalContext:
             old = sorted(self.checkpoints.glob("epoch_*"))
             for stale in old if final else old[: -self.keep]:  # final supersedes resume checkpoints
                 shutil.rmtree(stale)
+            if final and self.checkpoints.is_dir():
+                self.checkpoints.rmdir()
 
     def scratch_dir(self) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)

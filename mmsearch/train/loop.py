@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .. import metrics as metric_fns
 from ..config import TrialConfig
-from ..data.dataset import TableDataset
+from ..data.dataset import RowDataset
 from ..data.prepare import PreparedData
 from ..models.model import build_model
 from ..tricks import build_tricks
@@ -44,7 +44,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     # -- model, tricks, data -----------------------------------------------------------------
     model = build_model(cfg, data)
     tricks = build_tricks(cfg.enabled_tricks())
-    sets = {part: TableDataset(data, part, image_size=model.image_size, tokenize=model.tokenize) for part in ("train", *EVAL_PARTS)}
+    sets = {part: RowDataset(data, part, image_size=model.image_size, tokenize=model.tokenize) for part in ("train", *EVAL_PARTS)}
     truth = {part: _decoded(data, sets[part].labels.numpy()) for part in EVAL_PARTS}
     batch = max(1, cfg.optim.batch_size // ctx.world_size)
     loader_args = dict(num_workers=cfg.train.loader_workers, persistent_workers=cfg.train.loader_workers > 0)
@@ -95,8 +95,12 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
         state.epoch = epoch
         t0 = time.perf_counter()
-        shuffle.manual_seed(cfg.train.seed * 100_003 + epoch)  # order depends on the epoch only: resumable
-        state.generator.manual_seed(cfg.train.seed * 100_003 + epoch * 1_009 + ctx.rank)
+        # every random stream is seeded from (seed, epoch, rank): a resumed run repeats the epochs
+        # an uninterrupted run would have trained, exactly
+        epoch_seed = cfg.train.seed * 100_003 + epoch * 1_009
+        shuffle.manual_seed(epoch_seed)
+        state.generator.manual_seed(epoch_seed + ctx.rank)
+        torch.manual_seed(epoch_seed + ctx.rank)  # dropout inside the model
         if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
         train_loss = _train_epoch(ddp_model, train_loader, optimizer, scheduler, tricks, state, cfg, steps_per_epoch)
@@ -129,7 +133,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
         preds[part], final[f"{part}_loss"], s = evaluate(model, part)
         final[f"{part}_{metric}"] = abs(s)
         final[f"{part}_score"] = s
-    final.update(epoch=cfg.train.epochs, final=True, metric=metric, **state.info)
+    final.update(epoch=cfg.train.epochs, final=True, metric=metric, world_size=ctx.world_size, **state.info)
     _say(ctx, f"final  val_{metric} {final[f'val_{metric}']:.4f}  holdout_{metric} {final[f'holdout_{metric}']:.4f}")
     ckpt = None
     if ctx.rank == 0:

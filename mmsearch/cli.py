@@ -1,0 +1,127 @@
+"""mmsearch command line. Heavy libraries (torch, ray) are imported inside commands only."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _key_values(items: list[str] | None, what: str) -> dict:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        for part in item.split(",") if what == "--column-types" else [item]:
+            if "=" not in part:
+                raise SystemExit(f"mmsearch: error: {what} expects KEY=VALUE, got {part!r}")
+            k, v = part.split("=", 1)
+            out[k.strip()] = v.strip() if what == "--column-types" else yaml.safe_load(v)
+    return out
+
+
+def _table(args) -> tuple[str, str]:
+    """(table path, label): a path as given, or a built-in dataset name (fetched once)."""
+    from .data import datasets
+
+    if Path(args.data).exists() or args.data not in datasets.DATASETS:
+        if not args.label:
+            raise SystemExit("mmsearch: error: --label is required (the column to predict)")
+        return args.data, args.label
+    table = datasets.load(args.data)
+    return str(table.path), args.label or table.label
+
+
+def cmd_train(args) -> int:
+    from .config import TrialConfig
+    from .data.prepare import PreparedData, prepare
+    from .train.run import run_local, run_ray
+
+    source, label = _table(args)
+    cfg = TrialConfig.load(args.config) if args.config else TrialConfig.from_flat({})
+    cfg = cfg.with_overrides(_key_values(args.set, "--set"))  # every key checked before any output
+    out = Path(args.out)
+    data_dir = out / "data"
+    if data_dir.is_dir():
+        data = PreparedData.load(data_dir)
+        if data.schema.label != label:
+            raise SystemExit(f"mmsearch: error: {out} was prepared for label {data.schema.label!r}; use a new --out")
+        print(f"[mmsearch] reusing the prepared data in {data_dir} (resuming if checkpoints exist)")
+    else:
+        data = prepare(source, label, data_dir, column_types=_key_values(args.column_types, "--column-types"),
+                       problem_type=args.problem_type, val_frac=args.val_frac, holdout_frac=args.holdout_frac,
+                       seed=args.split_seed, missing_images=args.missing_images)
+    roles = {r: data.schema.by_role(r) for r in ("image", "text", "categorical", "numeric")}
+    print(f"[mmsearch] {data.schema.problem_type}, {len(data.table)} rows "
+          f"(train {len(data.split['train'])} / val {len(data.split['val'])} / holdout {len(data.split['holdout'])}); "
+          + "; ".join(f"{r}: {', '.join(c)}" for r, c in roles.items() if c))
+    cfg.save(out / "config.json")
+    start = time.perf_counter()
+    trial = cfg.to_flat(relevant_only=False)
+    if args.workers > 1 or args.gpus:
+        final = run_ray(trial, data_dir, out, workers=args.workers, use_gpu=args.gpus, address=args.address)
+    else:
+        final = run_local(trial, data_dir, out)
+    metric = final["metric"]
+    print(f"val {metric}: {final[f'val_{metric}']:.4f}   holdout {metric}: {final[f'holdout_{metric}']:.4f}   "
+          f"({time.perf_counter() - start:.0f} s; model and predictions in {out / 'final'})")
+    return 0
+
+
+def cmd_tricks(args) -> int:
+    from dataclasses import fields
+
+    from .registry import TRICKS, load_all
+
+    load_all()
+    for name, cls in TRICKS:
+        doc = (cls.__doc__ or "").strip().split("\n")[0]
+        print(f"{name}: {doc}")
+        print(f"  tricks.{name}.enabled = false")
+        for f in fields(cls.Config):
+            dim = cls.space.get(f.name)
+            print(f"  tricks.{name}.{f.name} = {f.default!r}" + (f"    search: {json.dumps(dim)}" if dim else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmsearch", description="Search over the bag of tricks for multimodal AutoML.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one trial (no search) and print its val and holdout scores")
+    t.add_argument("--data", required=True, help="table: .csv, .tsv or .parquet (image paths relative to its folder or "
+                   "absolute), or a built-in dataset: emoji, cloth (fetched once into ~/.cache/mmsearch)")
+    t.add_argument("--label", help="the label column (built-in datasets have a default)")
+    t.add_argument("--config", help="trial config (YAML/JSON, flat dotted keys or nested); defaults otherwise")
+    t.add_argument("--out", required=True, help="output directory (rerun with the same --out to resume)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    t.add_argument("--column-types", action="append", metavar="COL=ROLE[,...]", help="force roles: image, text, categorical, numeric, ignore")
+    t.add_argument("--problem-type", choices=["binary", "multiclass", "regression"])
+    t.add_argument("--missing-images", action="store_true", help="treat image paths that do not exist or are not images as missing")
+    t.add_argument("--val-frac", type=float, default=0.15)
+    t.add_argument("--holdout-frac", type=float, default=0.15)
+    t.add_argument("--split-seed", type=int, default=0)
+    t.add_argument("--workers", type=int, default=1, help=">1: Ray Train DDP workers on this machine or --address")
+    t.add_argument("--gpus", action="store_true", help="one GPU per Ray Train worker")
+    t.add_argument("--address", help="an existing Ray cluster")
+    t.set_defaults(fn=cmd_train)
+
+    k = sub.add_parser("tricks", help="list the registered tricks, their config keys and search dimensions")
+    k.set_defaults(fn=cmd_tricks)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import MMSearchError
+
+    try:
+        return args.fn(args)
+    except MMSearchError as e:
+        print(f"mmsearch: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

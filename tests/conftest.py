@@ -1,0 +1,82 @@
+"""Shared fixtures: a synthetic multimodal table (prepared once per session) and a tiny trial
+config whose backbones are small random models (no downloads, seconds on 2 CPU cores)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TINY = {
+    "model.image": "timm",
+    "encoder.timm.model_name": "test_efficientnet",
+    "encoder.timm.pretrained": False,
+    "model.text": "tiny_text",
+    "model.tabular": "ft_transformer",
+    "encoder.ft_transformer.n_blocks": 1,
+    "encoder.ft_transformer.d_block": 32,
+    "encoder.ft_transformer.attention_n_heads": 4,
+    "model.image_size": 32,
+    "model.max_text_len": 16,
+    "optim.lr": 3e-3,
+    "optim.batch_size": 16,
+    "train.epochs": 2,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny() -> dict:
+    return dict(TINY)
+
+
+@pytest.fixture(scope="session")
+def synthetic_table(tmp_path_factory):
+    from mmsearch.data.synthetic import make_synthetic
+
+    return make_synthetic(tmp_path_factory.mktemp("synthetic"), n=480, missing=0.1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def prepared(synthetic_table, tmp_path_factory):
+    from mmsearch.data.prepare import prepare
+
+    return prepare(synthetic_table, "label", tmp_path_factory.mktemp("prepared") / "data")
+
+
+@pytest.fixture(scope="session")
+def small_prepared(tmp_path_factory):
+    """96 rows: for tests that only need a few training steps."""
+    from mmsearch.data.prepare import prepare
+    from mmsearch.data.synthetic import make_synthetic
+
+    table = make_synthetic(tmp_path_factory.mktemp("small"), n=96, missing=0.2, seed=1)
+    return prepare(table, "label", tmp_path_factory.mktemp("small_prepared") / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(small_prepared, tiny):
+    """(model, a training batch) built from the tiny config on the small table."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from mmsearch.config import TrialConfig
+    from mmsearch.data.dataset import RowDataset
+    from mmsearch.models.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(TrialConfig.from_flat(tiny), small_prepared)
+    ds = RowDataset(small_prepared, "train", image_size=model.image_size, tokenize=model.tokenize)
+    batch = next(iter(DataLoader(ds, batch_size=16)))
+    return model, batch
+
+
+def make_state(**kw):
+    import torch
+
+    from mmsearch.train.state import TrainState
+
+    defaults = dict(problem_type="multiclass", device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+                    evaluate=lambda m: 0.0)
+    return TrainState(**{**defaults, **kw})
