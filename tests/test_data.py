@@ -144,3 +144,12 @@ def test_dataset_items_carry_masks(prepared):
     assert ds[j]["image_mask"][0] and ds[j]["image"].float().mean() > 0
     texts_missing = prepared.rows("train")["description"].isna().to_numpy()
     assert (~ds.text_mask.numpy() == texts_missing).all()
+
+
+def test_parquet_and_dataframe_give_the_same_schema(tmp_path, synthetic_table):
+    df = pd.read_csv(synthetic_table)
+    df.to_parquet(synthetic_table.parent / "table.parquet")
+    a = prepare(synthetic_table.parent / "table.parquet", "label", tmp_path / "a")
+    assert a.table["image"].notna().sum() == df["image"].notna().sum()  # relative paths resolved from the parquet's folder
+    b = prepare(df.assign(image=[str(synthetic_table.parent / p) if isinstance(p, str) else None for p in df["image"]]), "label", tmp_path / "b")
+    assert a.schema == b.schema and all(np.array_equal(a.split[p], b.split[p]) for p in a.split)

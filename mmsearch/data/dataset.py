@@ -39,9 +39,9 @@ class RowDataset(Dataset):
         num, num_mask, cat = data.tabular.transform(rows)
         self.num, self.num_mask, self.cat = torch.as_tensor(num), torch.as_tensor(num_mask), torch.as_tensor(cat)
         self.image_size = image_size
-        self.image_paths = rows[schema.by_role("image")].to_numpy(dtype=object) if image_size else np.empty((len(rows), 0), object)
-        self.image_paths = np.where([[isinstance(p, str) for p in r] for r in self.image_paths], self.image_paths, None).reshape(len(rows), -1)
-        n_bytes = self.image_paths.size * 3 * image_size**2
+        image_cols = schema.by_role("image") if image_size else []  # image_size 0: no image encoder
+        self.image_paths = [[p if isinstance(p, str) else None for p in r] for r in rows[image_cols].itertuples(index=False)]
+        n_bytes = len(rows) * len(image_cols) * 3 * image_size**2
         self._cache: dict[str, np.ndarray] | None = {} if n_bytes <= IMAGE_CACHE_BYTES else None
         text_cols = schema.by_role("text")
         if tokenize is not None and text_cols:
@@ -63,8 +63,7 @@ class RowDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = {"label": self.labels[i], "index": self.index[i], "num": self.num[i], "num_mask": self.num_mask[i], "cat": self.cat[i]}
-        if self.image_paths.shape[1]:
-            paths = self.image_paths[i]
+        if paths := self.image_paths[i]:
             blank = np.zeros((3, self.image_size, self.image_size), np.uint8)
             item["image"] = torch.from_numpy(np.stack([self._image(p) if p else blank for p in paths]))
             item["image_mask"] = torch.tensor([p is not None for p in paths])

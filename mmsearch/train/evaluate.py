@@ -5,7 +5,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import metrics
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
@@ -41,9 +40,3 @@ def predict(model, loader, device, precision: str, problem_type: str) -> tuple[n
     model.train(was_training)
     y = np.concatenate(labels)
     return np.concatenate(preds), y, loss_sum / max(1, len(y))
-
-
-def score(metric: str, y: np.ndarray, preds: np.ndarray) -> float:
-    """A score where higher is always better (losses are negated)."""
-    value = metrics.score(metric, y, preds)
-    return value if metrics.higher_is_better(metric) else -value

@@ -23,7 +23,7 @@ from ..data.prepare import PreparedData
 from ..models.model import build_model
 from ..tricks import build_tricks
 from . import checkpoint
-from .evaluate import autocast, predict, score, task_loss, to_device
+from .evaluate import autocast, predict, task_loss, to_device
 from .optim import base_schedule, make_optimizer, param_specs
 from .state import TrainState
 
@@ -53,12 +53,14 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     eval_loaders = {part: DataLoader(sets[part], batch_size=2 * batch, **loader_args) for part in EVAL_PARTS}
 
     def evaluate(m, part="val"):
+        """(predictions, loss, metric value, score = the value signed so that higher is better)."""
         preds, _, loss = predict(m, eval_loaders[part], ctx.device, cfg.train.precision, problem)
         preds = _decoded(data, preds)
-        return preds, loss, score(metric, truth[part], preds)
+        value = metric_fns.score(metric, truth[part], preds)
+        return preds, loss, value, value if metric_fns.higher_is_better(metric) else -value
 
     state = TrainState(problem_type=problem, device=ctx.device, generator=torch.Generator(),
-                       evaluate=lambda m: evaluate(m)[2], rank=ctx.rank, world_size=ctx.world_size)
+                       evaluate=lambda m: evaluate(m)[3], rank=ctx.rank, world_size=ctx.world_size)
     for t in tricks:
         model = t.configure_model(model, state)
     model.to(ctx.device)
@@ -68,7 +70,8 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     for t in tricks:
         specs = t.param_groups(specs, state)
     optimizer = make_optimizer(specs, cfg.optim.lr)
-    steps_per_epoch = len(train_loader) // ctx.world_size if ctx.world_size > 1 else len(train_loader)
+    train_loader = ctx.prepare_loader(train_loader)  # under DDP: this worker's shard
+    steps_per_epoch = len(train_loader)
     if cfg.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
     state.total_steps = max(1, steps_per_epoch * cfg.train.epochs)
@@ -89,7 +92,6 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
         _say(ctx, f"resuming after epoch {start_epoch} from {resume}")
 
     ddp_model = ctx.prepare_model(model)
-    train_loader = ctx.prepare_loader(train_loader)
 
     # -- epochs -------------------------------------------------------------------------------
     for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
@@ -105,15 +107,15 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
             train_loader.sampler.set_epoch(epoch)
         train_loss = _train_epoch(ddp_model, train_loader, optimizer, scheduler, tricks, state, cfg, steps_per_epoch)
 
-        preds, losses, scores = {}, {}, {}
+        preds, losses, values, scores = {}, {}, {}, {}
         for part in EVAL_PARTS:
-            preds[part], losses[part], scores[part] = evaluate(model, part)
+            preds[part], losses[part], values[part], scores[part] = evaluate(model, part)
         state.val_score = scores["val"]
         for t in tricks:
             t.on_epoch_end(model, state)
         row = {
-            "epoch": epoch, "val_score": scores["val"], f"val_{metric}": abs(scores["val"]), "val_loss": losses["val"],
-            f"holdout_{metric}": abs(scores["holdout"]), "train_loss": train_loss,
+            "epoch": epoch, "metric": metric, "val_score": scores["val"], f"val_{metric}": values["val"], "val_loss": losses["val"],
+            f"holdout_{metric}": values["holdout"], "train_loss": train_loss,
             "lr": optimizer.param_groups[-1]["lr"], "epoch_time_s": time.perf_counter() - t0, **state.pop_logs(),
         }
         history.append(row)
@@ -123,6 +125,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
         if ctx.rank == 0:
             ckpt = checkpoint.write(ctx.scratch_dir(), model=model, preds=preds, optimizer=optimizer, scheduler=scheduler,
                                     tricks=tricks, trainer={"epoch": epoch, "step": state.step, "history": history, "finished": False})
+            cfg.save(ckpt / "config.json")
         ctx.report({**row, "final": False}, ckpt)
 
     # -- after fit: soup etc., final predictions ----------------------------------------------
@@ -130,9 +133,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
         model = t.after_fit(model, state)
     preds, final = {}, {}
     for part in EVAL_PARTS:
-        preds[part], final[f"{part}_loss"], s = evaluate(model, part)
-        final[f"{part}_{metric}"] = abs(s)
-        final[f"{part}_score"] = s
+        preds[part], final[f"{part}_loss"], final[f"{part}_{metric}"], final[f"{part}_score"] = evaluate(model, part)
     final.update(epoch=cfg.train.epochs, final=True, metric=metric, world_size=ctx.world_size, **state.info)
     _say(ctx, f"final  val_{metric} {final[f'val_{metric}']:.4f}  holdout_{metric} {final[f'holdout_{metric}']:.4f}")
     ckpt = None
