@@ -1,0 +1,1 @@
+"""Search over trick combinations on Ray Tune: spaces (YAML), trials (Ray Train drivers), pool."""

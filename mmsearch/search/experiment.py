@@ -1,0 +1,178 @@
+"""An experiment: a prepared table + a search space + search settings, in one directory.
+
+    EXP_DIR/experiment.json   the settings (what `mmsearch resume` needs to continue)
+    EXP_DIR/space.yaml        the search space, copied
+    EXP_DIR/data/             the table prepared once (schema, split, preprocessing): every trial reuses it
+    EXP_DIR/tune/             Ray Tune's experiment state (trials, searcher state)
+    EXP_DIR/train/TRIAL_ID/   each trial's Ray Train run: its checkpoints (weights + predictions)
+
+Each Tune trial is a function trainable that drives one Ray Train TorchTrainer (Train V2's
+supported pattern); the workers run mmsearch.train.loop and their reports reach Tune through
+TuneReportCallback (for ASHA and the searcher).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .space import SearchSpace
+
+SETTINGS_FILE = "experiment.json"
+METRIC, MODE, TIME_ATTR = "val_score", "max", "epoch"  # val_score: higher is better for every metric
+TRIAL_RESOURCE = "trial_slot"  # trial drivers take one of these, never a CPU (no 2-core deadlock)
+
+
+@dataclass
+class Settings:
+    searcher: str = "tpe"           # tpe | random | grid
+    scheduler: str = "asha"         # asha | fifo
+    num_samples: int = 8            # trials (grid: repeats of the whole grid)
+    time_budget_s: float = 0.0      # 0: no budget
+    max_concurrent: int = 1
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_failures: int = 1           # worker-group restarts from the last checkpoint, per trial
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.searcher not in ("tpe", "random", "grid"):
+            raise ConfigError(f"--searcher {self.searcher!r}: use tpe, random or grid")
+        if self.scheduler not in ("asha", "fifo"):
+            raise ConfigError(f"--scheduler {self.scheduler!r}: use asha or fifo")
+        if self.num_samples < 1 or self.max_concurrent < 1 or self.workers_per_trial < 1:
+            raise ConfigError("--num-samples, --max-concurrent and --workers-per-trial must be at least 1")
+
+    def save(self, exp_dir: Path) -> None:
+        tmp = exp_dir / f".{SETTINGS_FILE}.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        tmp.replace(exp_dir / SETTINGS_FILE)
+
+    @classmethod
+    def load(cls, exp_dir: Path) -> "Settings":
+        path = Path(exp_dir) / SETTINGS_FILE
+        if not path.is_file():
+            raise ConfigError(f"{exp_dir} is not an mmsearch experiment (no {SETTINGS_FILE})")
+        data = json.loads(path.read_text())
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settings: Settings, **prepare_kw) -> Path:
+    """Check the space, prepare the table, write the settings. Nothing is written if a check fails."""
+    from ..data.prepare import prepare
+
+    space = SearchSpace.load(space_file)
+    if settings.searcher == "grid":
+        space.grid()  # continuous dimensions cannot be grid-searched: say so now
+    exp = Path(exp_dir)
+    if (exp / SETTINGS_FILE).exists():
+        raise ConfigError(f"{exp} already holds an experiment: `mmsearch resume {exp}` continues it, or choose another --name")
+    prepare(data, label, exp / "data", **prepare_kw)
+    shutil.copyfile(space_file, exp / "space.yaml")
+    settings.save(exp)
+    return exp
+
+
+def trial_driver(config: dict, *, exp_dir: str, settings: dict) -> None:
+    """One Tune trial: drive a Ray Train run of the training loop with the trial's config."""
+    import ray.tune
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from ..train.loop import ray_worker
+
+    s = Settings(**settings)
+    trial = config.get("trial", config)  # grid search wraps the whole config in "trial"
+    trial_id = ray.tune.get_context().get_trial_id()
+    resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {})}
+    trainer = TorchTrainer(
+        ray_worker,
+        train_loop_config={"trial": trial, "data_dir": str(Path(exp_dir) / "data")},
+        scaling_config=ScalingConfig(num_workers=s.workers_per_trial, use_gpu=s.gpus_per_worker > 0, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=trial_id,  # deterministic per trial: a restored trial resumes its own Train run
+            storage_path=str(Path(exp_dir) / "train"),
+            callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    trainer.fit()
+
+
+def _max_epochs(space: SearchSpace) -> int:
+    from ..config import TrainConfig
+
+    for d in space.dims:
+        if d.key == "train.epochs":
+            return int(max(d.values()))
+    return int(space.fixed.get("train.epochs", TrainConfig.epochs))
+
+
+def build_tuner(exp_dir: Path, *, restore: bool = False, extra_samples: int = 0):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    settings = Settings.load(exp_dir)
+    space = SearchSpace.load(exp_dir / "space.yaml")
+    trainable = tune.with_parameters(trial_driver, exp_dir=str(exp_dir.resolve()), settings=asdict(settings))
+    trainable = tune.with_resources(trainable, {"CPU": 0, TRIAL_RESOURCE: 1})
+    if restore:
+        return tune.Tuner.restore(str(exp_dir.resolve() / "tune"), trainable=trainable, resume_unfinished=True, resume_errored=False)
+
+    param_space: dict[str, Any] = {}
+    if settings.searcher == "grid":
+        search_alg, param_space = None, {"trial": tune.grid_search(space.grid())}
+    else:
+        sampler = (optuna.samplers.TPESampler(seed=settings.seed) if settings.searcher == "tpe"
+                   else optuna.samplers.RandomSampler(seed=settings.seed))
+        search_alg = ConcurrencyLimiter(OptunaSearch(space=space.define_by_run, metric=METRIC, mode=MODE, sampler=sampler),
+                                        max_concurrent=settings.max_concurrent)
+    scheduler = (ASHAScheduler(time_attr=TIME_ATTR, max_t=_max_epochs(space), grace_period=1, reduction_factor=2)
+                 if settings.scheduler == "asha" else FIFOScheduler())
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=search_alg, scheduler=scheduler,
+                                    num_samples=settings.num_samples + extra_samples,
+                                    max_concurrent_trials=settings.max_concurrent,
+                                    time_budget_s=settings.time_budget_s or None),
+        run_config=tune.RunConfig(name="tune", storage_path=str(exp_dir.resolve()), verbose=1,
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+
+
+def init_ray(settings: Settings, address: str | None) -> None:
+    """Local: a Ray instance sized to this machine with one trial slot per concurrent trial.
+    Cluster: connect; the nodes that may host trial drivers advertise `trial_slot` (cluster.yaml)."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address)
+        if TRIAL_RESOURCE not in ray.cluster_resources():
+            raise ConfigError(f"the Ray cluster at {address} has no '{TRIAL_RESOURCE}' resource: give the head node "
+                              f"resources: {{{TRIAL_RESOURCE}: N}} (see cluster.yaml), N = trials that may run at once")
+        return
+    # the dashboard stays on: without it the cleaner of stopped trials' placement groups cannot
+    # work, and ASHA-stopped trials would keep their CPUs forever (environment.md)
+    ray.init(num_cpus=os.cpu_count(), resources={TRIAL_RESOURCE: settings.max_concurrent})
+
+
+def run(exp_dir: str | Path, *, address: str | None = None, restore: bool = False, extra_samples: int = 0):
+    exp = Path(exp_dir)
+    settings = Settings.load(exp)
+    init_ray(settings, address)
+    tuner = build_tuner(exp, restore=restore, extra_samples=extra_samples)
+    return tuner.fit()

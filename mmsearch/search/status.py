@@ -1,0 +1,58 @@
+"""The leaderboard of an experiment, from its files (no running cluster)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .pool import load_pool
+
+
+def _tune_states(exp_dir: Path) -> dict[str, dict]:
+    """trial id -> {state, error, time_s} from Tune's saved experiment state."""
+    tune_dir = exp_dir / "tune"
+    if not tune_dir.is_dir():
+        return {}
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        analysis = ExperimentAnalysis(str(tune_dir))
+    except Exception:  # no state saved yet (the search died in its first seconds)
+        return {}
+    out = {}
+    for trial in analysis.trials:
+        last = trial.last_result or {}
+        error = None
+        if trial.status == "ERROR" and trial.error_file and Path(trial.error_file).is_file():
+            error = Path(trial.error_file).read_text().strip().splitlines()[-1][:160]
+        out[trial.trial_id] = {"state": trial.status, "error": error, "time_s": last.get("time_total_s"),
+                               "epoch": last.get("epoch"), "config": trial.config}
+    return out
+
+
+def _tricks(config: dict) -> str:
+    on = sorted(k.split(".")[1] for k, v in config.items() if k.startswith("tricks.") and k.endswith(".enabled") and v)
+    return ",".join(on) or "-"
+
+
+def leaderboard(exp_dir: Path) -> str:
+    states = _tune_states(exp_dir)
+    pool = {e.trial_id: e for e in load_pool(exp_dir)}
+    metric = next(iter(pool.values())).metric if pool else None
+    rows = []
+    for tid in sorted(set(states) | set(pool)):
+        st, entry = states.get(tid, {}), pool.get(tid)
+        config = entry.config if entry else {k: v for k, v in (st.get("config") or {}).get("trial", st.get("config") or {}).items()}
+        state = st.get("state", "?")
+        if state == "TERMINATED" and entry and not entry.finished:
+            state = "STOPPED"  # ended by the scheduler (ASHA) before its last epoch
+        score = entry.val_metric if entry else None
+        rows.append((entry.val_score if entry else float("-inf"), tid, state, entry.epoch if entry else (st.get("epoch") or 0),
+                     score, st.get("time_s"), config.get("model.fusion", "?"), _tricks(config), st.get("error")))
+    rows.sort(key=lambda r: (-r[0], r[1]))
+    head = f"{'trial':<22} {'state':<11} {'epochs':>6} {'val ' + (metric or 'score'):>14} {'time_s':>8}  {'fusion':<7} tricks"
+    lines = [f"experiment {exp_dir}: {len(rows)} trials, {len(pool)} with predictions", head]
+    for _, tid, state, epochs, score, time_s, fusion, tricks, error in rows:
+        s = f"{score:.4f}" if score is not None else "-"
+        t = f"{time_s:.0f}" if time_s is not None else "-"
+        lines.append(f"{tid:<22} {state:<11} {epochs:>6} {s:>14} {t:>8}  {fusion:<7} {tricks}" + (f"\n{'':<22} error: {error}" if error else ""))
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""Search on real Ray (2 CPUs, tiny synthetic data): ASHA, the trial pool, resume after SIGKILL."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from mmsearch.search import experiment
+from mmsearch.search.pool import load_pool
+from mmsearch.search.status import leaderboard
+
+TINY_FIXED = {
+    "model.image": "timm", "encoder.timm.model_name": "test_efficientnet", "encoder.timm.pretrained": False,
+    "model.text": "tiny_text", "model.tabular": "ft_transformer", "encoder.ft_transformer.n_blocks": 1,
+    "encoder.ft_transformer.d_block": 32, "encoder.ft_transformer.attention_n_heads": 4,
+    "model.image_size": 32, "model.max_text_len": 16, "optim.batch_size": 16,
+}
+
+
+def _space(tmp_path, epochs=3, **sections):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"fixed": {**TINY_FIXED, "train.epochs": epochs}, **sections}))
+    return path
+
+
+@pytest.fixture
+def small_table(tmp_path):
+    from mmsearch.data.synthetic import make_synthetic
+
+    return make_synthetic(tmp_path / "table", n=96, seed=2)
+
+
+def test_asha_stops_bad_trials_and_the_pool_is_complete(tmp_path, small_table):
+    import ray
+
+    # grid order: the two good learning rates first, then two that learn nothing; ASHA (grace 1,
+    # factor 2) compares the late ones with the rung results of the early ones and stops them
+    space = _space(tmp_path, search={"optim.lr": {"grid": [3e-3, 2e-3, 1e-7, 2e-7]}})
+    settings = experiment.Settings(searcher="grid", scheduler="asha", num_samples=1, max_concurrent=2)
+    exp = experiment.create(small_table, "label", space, tmp_path / "exp", settings)
+    try:
+        experiment.run(exp)
+    finally:
+        ray.shutdown()
+    pool = load_pool(exp)
+    assert len(pool) == 4  # every trial, stopped early or not, has predictions
+    assert any(not e.finished for e in pool) and any(e.finished for e in pool)
+    n_val = len(json.loads((exp / "data" / "split.json").read_text())["val"])
+    for e in pool:
+        assert e.predictions("val").shape == (n_val, 3) and e.weights.is_file()
+        assert e.config["optim.lr"] in (3e-3, 2e-3, 1e-7, 2e-7)
+    board = leaderboard(exp)
+    assert "STOPPED" in board and "TERMINATED" in board
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "mmsearch.cli", *args], capture_output=True, text=True, timeout=900, **kw)
+
+
+def test_space_typo_rejected_before_any_trial(tmp_path, small_table):
+    space = tmp_path / "typo.yaml"
+    space.write_text(yaml.safe_dump({"fixed": TINY_FIXED, "tricks": {"grad_clipp": "search"}}))
+    r = _cli("search", "--data", str(small_table), "--label", "label", "--space", str(space), "--name", "x", "--storage", str(tmp_path / "runs"))
+    assert r.returncode == 2 and "unknown trick 'grad_clipp' (did you mean 'grad_clip'?)" in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_after_the_driver_is_killed(tmp_path, small_table):
+    space = _space(tmp_path, epochs=2, search={"optim.lr": {"grid": [3e-3, 2e-3, 1e-3]}})
+    storage = tmp_path / "runs"
+    exp = storage / "resume"
+    cmd = [sys.executable, "-m", "mmsearch.cli", "search", "--data", str(small_table), "--label", "label", "--space", str(space),
+           "--name", "resume", "--storage", str(storage), "--searcher", "grid", "--scheduler", "fifo", "--num-samples", "1"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and not any(e.finished for e in load_pool(exp)):
+            time.sleep(1)
+        finished = [e for e in load_pool(exp) if e.finished]
+        assert finished, "no trial finished before the deadline"
+        time.sleep(3)  # let Tune save its state past the finished trial
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray cluster die mid-search
+        driver.wait()
+    done_before = {e.trial_id: (e.checkpoint, e.checkpoint.stat().st_mtime) for e in finished}
+
+    r = _cli("resume", str(exp))
+    assert r.returncode == 0, r.stderr[-3000:]
+    pool = {e.trial_id: e for e in load_pool(exp)}
+    assert len(pool) == 3 and all(e.finished for e in pool.values())
+    for tid, (ckpt, mtime) in done_before.items():  # finished trials were not run again
+        assert pool[tid].checkpoint == ckpt and ckpt.stat().st_mtime == mtime
+    assert "TERMINATED" in r.stdout

@@ -1,0 +1,74 @@
+import optuna
+import pytest
+import yaml
+
+from mmsearch.config import TrialConfig
+from mmsearch.errors import ConfigError
+from mmsearch.registry import TRICKS, load_all
+from mmsearch.search.space import SearchSpace
+
+load_all()
+
+
+@pytest.mark.parametrize("name", ["bag_of_tricks", "demo"])
+def test_shipped_spaces_parse_and_sample_valid_configs(name):
+    space = SearchSpace.load(f"search_spaces/{name}.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        config = space.define_by_run(study.ask())
+        TrialConfig.from_flat(config)  # every sampled config is valid
+
+
+def test_bag_of_tricks_covers_every_registered_trick():
+    space = SearchSpace.load("search_spaces/bag_of_tricks.yaml")
+    assert {t.name for t in space.tricks} == set(TRICKS.names())
+
+
+def test_trick_params_sampled_only_when_on():
+    space = SearchSpace.from_dict({"tricks": {"align_kl": "search"}})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        config = space.define_by_run(trial)
+        on = config["tricks.align_kl.enabled"]
+        seen.add(on)
+        assert ("tricks.align_kl.weight" in config) == on
+        assert ("tricks.align_kl.weight" in trial.params) == on  # not even suggested when off
+    assert seen == {True, False}
+
+
+def test_grid_enumerates_conditionally():
+    space = SearchSpace.from_dict({"search": {"model.fusion": {"choice": ["lf_mlp", "early"]}},
+                                   "tricks": {"soup": {"enabled": {"choice": [False, True]}, "method": {"grid": ["greedy", "best"]}}}})
+    grid = space.grid()
+    assert len(grid) == 2 * (1 + 2)  # fusion x (soup off | soup on x 2 methods)
+    assert sum(1 for c in grid if not c["tricks.soup.enabled"] and "tricks.soup.method" in c) == 0
+
+
+def test_grid_rejects_continuous_dimensions():
+    with pytest.raises(ConfigError, match="cannot be grid-searched"):
+        SearchSpace.from_dict({"search": {"optim.lr": {"loguniform": [1e-4, 1e-3]}}}).grid()
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"search": {"optim.lrr": {"choice": [1e-3]}}}, "unknown config key 'optim.lrr'.*did you mean 'optim.lr'"),
+    ({"tricks": {"sopu": "search"}}, "unknown trick 'sopu'.*did you mean 'soup'"),
+    ({"tricks": {"soup": {"methd": {"choice": ["greedy"]}}}}, "unknown config key 'tricks.soup.methd'"),
+    ({"search": {"optim.lr": {"logunifrom": [1e-4, 1e-3]}}}, "unknown dimension kind 'logunifrom'"),
+    ({"search": {"optim.lr": {"uniform": [1e-3, 1e-4]}}}, "low < high"),
+    ({"search": {"model.fusion": {"choice": ["lf_mlp", "late"]}}}, "unknown fusion 'late'"),
+    ({"search": {"train.epochs": {"uniform": [1, 3]}}}, "train.epochs=1.0 should be int"),
+    ({"serach": {}}, "unknown section 'serach'"),
+    ({"fixed": {"optim.lr": 1e-3}, "search": {"optim.lr": {"choice": [1e-3]}}}, "both fixed and searched"),
+])
+def test_typos_rejected_before_anything_runs(data, message):
+    with pytest.raises(ConfigError, match=message):
+        SearchSpace.from_dict(data)
+
+
+def test_load_reports_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"tricks": {"grad_clip": {"max_norm": {"choice": [1.0, "big"]}}}}))
+    with pytest.raises(ConfigError, match=r"bad.yaml.*tricks.grad_clip.max_norm='big' should be float"):
+        SearchSpace.load(path)
