@@ -49,9 +49,7 @@ def cmd_train(args) -> int:
             raise SystemExit(f"mmsearch: error: {out} was prepared for label {data.schema.label!r}; use a new --out")
         print(f"[mmsearch] reusing the prepared data in {data_dir} (resuming if checkpoints exist)")
     else:
-        data = prepare(source, label, data_dir, column_types=_key_values(args.column_types, "--column-types"),
-                       problem_type=args.problem_type, val_frac=args.val_frac, holdout_frac=args.holdout_frac,
-                       seed=args.split_seed, missing_images=args.missing_images)
+        data = prepare(source, label, data_dir, **_prepare_kw(args))
     roles = {r: data.schema.by_role(r) for r in ("image", "text", "categorical", "numeric")}
     print(f"[mmsearch] {data.schema.problem_type}, {len(data.table)} rows "
           f"(train {len(data.split['train'])} / val {len(data.split['val'])} / holdout {len(data.split['holdout'])}); "
@@ -66,6 +64,41 @@ def cmd_train(args) -> int:
     metric = final["metric"]
     print(f"val {metric}: {final[f'val_{metric}']:.4f}   holdout {metric}: {final[f'holdout_{metric}']:.4f}   "
           f"({time.perf_counter() - start:.0f} s; model and predictions in {out / 'final'})")
+    return 0
+
+
+def _prepare_kw(args) -> dict:
+    return dict(column_types=_key_values(args.column_types, "--column-types"), problem_type=args.problem_type,
+                val_frac=args.val_frac, holdout_frac=args.holdout_frac, seed=args.split_seed, missing_images=args.missing_images)
+
+
+def cmd_search(args) -> int:
+    from .search import experiment
+
+    settings = experiment.Settings(
+        searcher=args.searcher, scheduler=args.scheduler, num_samples=args.num_samples, time_budget_s=args.time_budget_s,
+        max_concurrent=args.max_concurrent, workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker, max_failures=args.max_failures, seed=args.seed)
+    source, label = _table(args)
+    exp = experiment.create(source, label, args.space, Path(args.storage) / args.name, settings, **_prepare_kw(args))
+    print(f"[mmsearch] experiment {exp}: {settings.num_samples} trials, {settings.searcher} + {settings.scheduler}")
+    experiment.run(exp, address=args.address)
+    return cmd_status(argparse.Namespace(exp_dir=str(exp)))
+
+
+def cmd_resume(args) -> int:
+    from .search import experiment
+
+    exp = Path(args.exp_dir)
+    experiment.Settings.load(exp)  # a clear error if this is not an experiment
+    experiment.run(exp, address=args.address, restore=True)
+    return cmd_status(argparse.Namespace(exp_dir=str(exp)))
+
+
+def cmd_status(args) -> int:
+    from .search.status import leaderboard
+
+    print(leaderboard(Path(args.exp_dir)))
     return 0
 
 
@@ -89,23 +122,53 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmsearch", description="Search over the bag of tricks for multimodal AutoML.")
     sub = p.add_subparsers(dest="command", required=True)
 
+    def data_options(sp):
+        sp.add_argument("--data", required=True, help="table: .csv, .tsv or .parquet (image paths relative to its folder or "
+                        "absolute), or a built-in dataset: emoji, cloth (fetched once into ~/.cache/mmsearch)")
+        sp.add_argument("--label", help="the label column (built-in datasets have a default)")
+        sp.add_argument("--column-types", action="append", metavar="COL=ROLE[,...]", help="force roles: image, text, categorical, numeric, ignore")
+        sp.add_argument("--problem-type", choices=["binary", "multiclass", "regression"])
+        sp.add_argument("--missing-images", action="store_true", help="treat image paths that do not exist or are not images as missing")
+        sp.add_argument("--val-frac", type=float, default=0.15)
+        sp.add_argument("--holdout-frac", type=float, default=0.15)
+        sp.add_argument("--split-seed", type=int, default=0)
+
     t = sub.add_parser("train", help="train one trial (no search) and print its val and holdout scores")
-    t.add_argument("--data", required=True, help="table: .csv, .tsv or .parquet (image paths relative to its folder or "
-                   "absolute), or a built-in dataset: emoji, cloth (fetched once into ~/.cache/mmsearch)")
-    t.add_argument("--label", help="the label column (built-in datasets have a default)")
+    data_options(t)
     t.add_argument("--config", help="trial config (YAML/JSON, flat dotted keys or nested); defaults otherwise")
     t.add_argument("--out", required=True, help="output directory (rerun with the same --out to resume)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    t.add_argument("--column-types", action="append", metavar="COL=ROLE[,...]", help="force roles: image, text, categorical, numeric, ignore")
-    t.add_argument("--problem-type", choices=["binary", "multiclass", "regression"])
-    t.add_argument("--missing-images", action="store_true", help="treat image paths that do not exist or are not images as missing")
-    t.add_argument("--val-frac", type=float, default=0.15)
-    t.add_argument("--holdout-frac", type=float, default=0.15)
-    t.add_argument("--split-seed", type=int, default=0)
     t.add_argument("--workers", type=int, default=1, help=">1: Ray Train DDP workers on this machine or --address")
     t.add_argument("--gpus", action="store_true", help="one GPU per Ray Train worker")
     t.add_argument("--address", help="an existing Ray cluster")
     t.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("search", help="search the space: each trial trains on Ray Train workers")
+    data_options(s)
+    s.add_argument("--space", required=True, help="search space YAML (see search_spaces/)")
+    s.add_argument("--name", required=True, help="experiment name: the folder STORAGE/NAME")
+    s.add_argument("--storage", default="runs", help="where experiments live (default ./runs)")
+    s.add_argument("--num-samples", type=int, default=8)
+    s.add_argument("--time-budget-s", type=float, default=0.0, help="stop starting trials after this many seconds (0: none)")
+    s.add_argument("--searcher", choices=["tpe", "random", "grid"], default="tpe")
+    s.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
+    s.add_argument("--max-concurrent", type=int, default=1)
+    s.add_argument("--workers-per-trial", type=int, default=1)
+    s.add_argument("--cpus-per-worker", type=float, default=1.0)
+    s.add_argument("--gpus-per-worker", type=float, default=0.0)
+    s.add_argument("--max-failures", type=int, default=1, help="restarts of a trial's workers from its last checkpoint")
+    s.add_argument("--address", help="an existing Ray cluster (its head must advertise the trial_slot resource)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_search)
+
+    r = sub.add_parser("resume", help="continue an interrupted search (finished trials are kept)")
+    r.add_argument("exp_dir")
+    r.add_argument("--address")
+    r.set_defaults(fn=cmd_resume)
+
+    st = sub.add_parser("status", help="the leaderboard of an experiment (no cluster needed)")
+    st.add_argument("exp_dir")
+    st.set_defaults(fn=cmd_status)
 
     k = sub.add_parser("tricks", help="list the registered tricks, their config keys and search dimensions")
     k.set_defaults(fn=cmd_tricks)

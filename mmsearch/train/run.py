@@ -27,7 +27,7 @@ def run_ray(trial: dict, data_dir: str | Path, out_dir: str | Path, *, workers: 
     out = Path(out_dir).resolve()
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=None if address else max(2, int(workers * cpus_per_worker)),
-                 include_dashboard=False, log_to_driver=True)
+                 log_to_driver=True)
     trainer = TorchTrainer(
         ray_worker,
         train_loop_config={"trial": trial, "data_dir": str(Path(data_dir).resolve())},
