@@ -95,3 +95,60 @@ def test_resume_after_the_driver_is_killed(tmp_path, small_table):
     for tid, (ckpt, mtime) in done_before.items():  # finished trials were not run again
         assert pool[tid].checkpoint == ckpt and ckpt.stat().st_mtime == mtime
     assert "TERMINATED" in r.stdout
+
+
+def _pids_running(name):
+    from pathlib import Path
+
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if name in cmdline.read_bytes().decode(errors="replace"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # the process ended meanwhile
+            pass
+    return pids
+
+
+def _reported_epochs(exp):
+    rows = [json.loads(l) for p in (exp / "tune").glob("*/result.json") for l in p.read_text().splitlines() if l.strip()]
+    return [(r["epoch"], r["final"]) for r in rows]
+
+
+def test_a_killed_worker_restarts_from_its_last_checkpoint(tmp_path):
+    """SIGKILL the trial's Ray Train worker after its epoch-1 checkpoint: the worker group is
+    restarted (max_failures=1) from that checkpoint, so no epoch is reported twice."""
+    import threading
+
+    import ray
+
+    from mmsearch.data.synthetic import make_synthetic
+
+    table = make_synthetic(tmp_path / "table", n=480, seed=3)
+    space = _space(tmp_path, epochs=3)
+    settings = experiment.Settings(searcher="random", scheduler="fifo", num_samples=1, max_failures=1)
+    exp = experiment.create(table, "label", space, tmp_path / "exp", settings)
+    killed = []
+
+    def kill_worker_after_first_checkpoint():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            if any(json.loads(p.read_text())["epoch"] >= 1 for p in (exp / "train").glob("*/*/trainer.json")):
+                for pid in _pids_running("RayTrainWorker"):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_worker_after_first_checkpoint, daemon=True)
+    killer.start()
+    try:
+        experiment.run(exp)
+    finally:
+        ray.shutdown()
+    killer.join()
+    assert killed, "the worker was never killed"
+    epochs = _reported_epochs(exp)
+    assert epochs == [(1, False), (2, False), (3, False), (3, True)]  # epoch 1 not retrained after the restart
+    (entry,) = load_pool(exp)
+    assert entry.finished

@@ -77,6 +77,13 @@ def layer_ids_by_order(names: Iterable[str]) -> tuple[dict[str, int], int]:
     return ids, last + 1
 
 
+def normalized_images(images: torch.Tensor, present: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, n, 3, S, S] -> normalized float [B * n, 3, S, S]; a missing image becomes the
+    zero image (the imputation baseline), so every image encoder represents absence the same way."""
+    x = (images.flatten(0, 1).float() / 255.0 - mean) / std
+    return x * present.flatten().view(-1, 1, 1, 1).to(x.dtype)
+
+
 def mean_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.unsqueeze(-1).to(tokens.dtype)
     return (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from . import BuildContext, Encoder, EncoderOutput, register_encoder
+from . import BuildContext, Encoder, EncoderOutput, normalized_images, register_encoder
 
 TINY_CLIP = "mmsearch-clip-tiny"
 
@@ -47,9 +47,7 @@ class OpenClipPair(Encoder):
         if "image" in batch:
             images, present = batch["image"], batch["image_mask"]
             b, n = present.shape
-            x = (images.flatten(0, 1).float() / 255.0 - self.mean) / self.std
-            x = x * present.flatten().view(-1, 1, 1, 1).to(x.dtype)
-            pooled = self.model.encode_image(x).view(b, n, -1)
+            pooled = self.model.encode_image(normalized_images(images, present, self.mean, self.std)).view(b, n, -1)
             out["image"] = EncoderOutput(pooled=pooled.mean(1), tokens=pooled)
         if "text_ids" in batch:
             ids = torch.where(batch["text_mask"].unsqueeze(1), batch["text_ids"], self.empty_ids)

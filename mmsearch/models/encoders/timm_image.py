@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import BuildContext, Encoder, EncoderOutput, register_encoder
+from . import BuildContext, Encoder, EncoderOutput, normalized_images, register_encoder
 
 
 class TimmImageEncoder(Encoder):
@@ -25,9 +25,7 @@ class TimmImageEncoder(Encoder):
     def forward(self, batch: dict) -> dict[str, EncoderOutput]:
         images, present = batch["image"], batch["image_mask"]  # [B, n, 3, S, S] uint8, [B, n]
         b, n = present.shape
-        x = (images.flatten(0, 1).float() / 255.0 - self.mean) / self.std
-        x = x * present.flatten().view(-1, 1, 1, 1).to(x.dtype)  # missing -> zero image
-        features = self.trunk.forward_features(x)
+        features = self.trunk.forward_features(normalized_images(images, present, self.mean, self.std))
         pooled = self.trunk.forward_head(features, pre_logits=True).view(b, n, -1).mean(1)
         tokens = features.flatten(2).transpose(1, 2) if features.ndim == 4 else features
         tokens = tokens.reshape(b, n * tokens.shape[1], -1)
