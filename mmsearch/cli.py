@@ -91,7 +91,7 @@ def cmd_resume(args) -> int:
 
     exp = Path(args.exp_dir)
     experiment.Settings.load(exp)  # a clear error if this is not an experiment
-    experiment.run(exp, address=args.address, restore=True)
+    experiment.run(exp, address=args.address, restore=True, more=args.more)
     return cmd_status(argparse.Namespace(exp_dir=str(exp)))
 
 
@@ -154,16 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
     s.add_argument("--max-concurrent", type=int, default=1)
     s.add_argument("--workers-per-trial", type=int, default=1)
-    s.add_argument("--cpus-per-worker", type=float, default=1.0)
+    s.add_argument("--cpus-per-worker", type=float, default=0.0, help="0 (default): a node's CPUs shared by the concurrent trials' workers")
     s.add_argument("--gpus-per-worker", type=float, default=0.0)
     s.add_argument("--max-failures", type=int, default=1, help="restarts of a trial's workers from its last checkpoint")
     s.add_argument("--address", help="an existing Ray cluster (its head must advertise the trial_slot resource)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_search)
 
-    r = sub.add_parser("resume", help="continue an interrupted search (finished trials are kept)")
+    r = sub.add_parser("resume", help="continue an interrupted search (finished trials are kept), or extend it (--more)")
     r.add_argument("exp_dir")
     r.add_argument("--address")
+    r.add_argument("--more", type=int, default=0, metavar="N", help="then extend the search by N new trials (TPE keeps its history)")
     r.set_defaults(fn=cmd_resume)
 
     st = sub.add_parser("status", help="the leaderboard of an experiment (no cluster needed)")

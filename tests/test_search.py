@@ -27,6 +27,18 @@ def _space(tmp_path, epochs=3, **sections):
     return path
 
 
+def _search(tmp_path, table, space, **settings):
+    """Create the experiment and run its search on a local 2-CPU Ray; returns the experiment dir."""
+    import ray
+
+    exp = experiment.create(table, "label", space, tmp_path / "exp", experiment.Settings(**settings))
+    try:
+        experiment.run(exp)
+    finally:
+        ray.shutdown()
+    return exp
+
+
 @pytest.fixture
 def small_table(tmp_path):
     from mmsearch.data.synthetic import make_synthetic
@@ -35,17 +47,10 @@ def small_table(tmp_path):
 
 
 def test_asha_stops_bad_trials_and_the_pool_is_complete(tmp_path, small_table):
-    import ray
-
     # grid order: the two good learning rates first, then two that learn nothing; ASHA (grace 1,
     # factor 2) compares the late ones with the rung results of the early ones and stops them
     space = _space(tmp_path, search={"optim.lr": {"grid": [3e-3, 2e-3, 1e-7, 2e-7]}})
-    settings = experiment.Settings(searcher="grid", scheduler="asha", num_samples=1, max_concurrent=2)
-    exp = experiment.create(small_table, "label", space, tmp_path / "exp", settings)
-    try:
-        experiment.run(exp)
-    finally:
-        ray.shutdown()
+    exp = _search(tmp_path, small_table, space, searcher="grid", scheduler="asha", num_samples=1, max_concurrent=2)
     pool = load_pool(exp)
     assert len(pool) == 4  # every trial, stopped early or not, has predictions
     assert any(not e.finished for e in pool) and any(e.finished for e in pool)
@@ -120,14 +125,10 @@ def test_a_killed_worker_restarts_from_its_last_checkpoint(tmp_path):
     restarted (max_failures=1) from that checkpoint, so no epoch is reported twice."""
     import threading
 
-    import ray
-
     from mmsearch.data.synthetic import make_synthetic
 
     table = make_synthetic(tmp_path / "table", n=480, seed=3)
-    space = _space(tmp_path, epochs=3)
-    settings = experiment.Settings(searcher="random", scheduler="fifo", num_samples=1, max_failures=1)
-    exp = experiment.create(table, "label", space, tmp_path / "exp", settings)
+    exp = tmp_path / "exp"
     killed = []
 
     def kill_worker_after_first_checkpoint():
@@ -142,13 +143,41 @@ def test_a_killed_worker_restarts_from_its_last_checkpoint(tmp_path):
 
     killer = threading.Thread(target=kill_worker_after_first_checkpoint, daemon=True)
     killer.start()
-    try:
-        experiment.run(exp)
-    finally:
-        ray.shutdown()
+    _search(tmp_path, table, _space(tmp_path, epochs=3), searcher="random", scheduler="fifo", num_samples=1, max_failures=1)
     killer.join()
     assert killed, "the worker was never killed"
     epochs = _reported_epochs(exp)
     assert epochs == [(1, False), (2, False), (3, False), (3, True)]  # epoch 1 not retrained after the restart
     (entry,) = load_pool(exp)
     assert entry.finished
+
+
+def test_a_nan_trial_is_errored_with_its_cause_and_the_search_goes_on(tmp_path, small_table):
+    space = _space(tmp_path, epochs=2, search={"optim.lr": {"grid": [3e-3, 1e12]}})
+    exp = _search(tmp_path, small_table, space, searcher="grid", scheduler="fifo", num_samples=1, max_concurrent=2, max_failures=0)
+    board = leaderboard(exp)
+    assert "ERROR" in board and "loss became" in board and "TERMINATED" in board
+    assert [e.config["optim.lr"] for e in load_pool(exp) if e.finished] == [3e-3]
+
+
+def test_a_finished_search_is_extended_and_tpe_keeps_its_history(tmp_path, small_table):
+    import pickle
+
+    import ray
+
+    space = _space(tmp_path, epochs=1, search={"optim.lr": {"loguniform": [1e-3, 1e-2]}})
+    settings = experiment.Settings(searcher="tpe", scheduler="fifo", num_samples=2, max_concurrent=2)
+    exp = experiment.create(small_table, "label", space, tmp_path / "exp", settings)
+    try:
+        experiment.run(exp)
+        first = {e.trial_id for e in load_pool(exp)}
+        experiment.run(exp, restore=True, more=2)
+    finally:
+        ray.shutdown()
+    pool = {e.trial_id for e in load_pool(exp)}
+    assert len(first) == 2 and first < pool and len(pool) == 4  # the first two kept, two new ones
+    assert [p.name for p in experiment.tune_runs(exp)] == ["tune", "tune_2"]
+    (state,) = (exp / "tune_2").glob("searcher-state-*.pkl")
+    study = pickle.loads(state.read_bytes())["_ot_study"]  # our own experiment's searcher state
+    assert len(study.trials) == 4  # the new run's study continued from the first run's two trials
+    assert leaderboard(exp).count("TERMINATED") == 4

@@ -18,7 +18,6 @@ TrialConfig) before anything runs.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -1,17 +1,21 @@
 """The leaderboard of an experiment, from its files (no running cluster)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from .experiment import tune_runs
 from .pool import load_pool
 
 
 def _tune_states(exp_dir: Path) -> dict[str, dict]:
-    """trial id -> {state, error, time_s} from Tune's saved experiment state."""
-    tune_dir = exp_dir / "tune"
-    if not tune_dir.is_dir():
-        return {}
+    """trial id -> {state, error, time_s} from every Tune run's saved experiment state."""
+    out = {}
+    for tune_dir in tune_runs(exp_dir):
+        out.update(_run_states(tune_dir))
+    return out
+
+
+def _run_states(tune_dir: Path) -> dict[str, dict]:
     from ray.tune import ExperimentAnalysis
 
     try:
@@ -22,8 +26,10 @@ def _tune_states(exp_dir: Path) -> dict[str, dict]:
     for trial in analysis.trials:
         last = trial.last_result or {}
         error = None
-        if trial.status == "ERROR" and trial.error_file and Path(trial.error_file).is_file():
-            error = Path(trial.error_file).read_text().strip().splitlines()[-1][:160]
+        if trial.status == "ERROR":  # the cause: the last line of the error Tune synced next to the trial
+            found = sorted(tune_dir.glob(f"*{trial.trial_id}*/error.txt"))
+            if found:
+                error = found[-1].read_text().strip().splitlines()[-1][:200]
         out[trial.trial_id] = {"state": trial.status, "error": error, "time_s": last.get("time_total_s"),
                                "epoch": last.get("epoch"), "config": trial.config}
     return out
