@@ -10,7 +10,7 @@ from torch import nn
 from mmsearch.config import TrialConfig
 from mmsearch.registry import TRICKS, load_all
 from mmsearch.tricks import build_tricks
-from mmsearch.tricks.greedy_soup import GreedySoup, average
+from mmsearch.tricks.greedy_soup import average
 from mmsearch.tricks.kl_alignment import kl_alignment_loss
 from mmsearch.train.context import LocalContext
 from mmsearch.train.loop import train

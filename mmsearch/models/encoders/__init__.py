@@ -13,7 +13,7 @@ from typing import ClassVar, Iterable
 import torch
 from torch import nn
 
-from ...registry import ENCODERS, load_all  # noqa: F401  (re-exported)
+from ...registry import ENCODERS
 
 register_encoder = ENCODERS.register
 
