@@ -54,6 +54,7 @@ def test_asha_stops_bad_trials_and_the_pool_is_complete(tmp_path, small_table):
     pool = load_pool(exp)
     assert len(pool) == 4  # every trial, stopped early or not, has predictions
     assert any(not e.finished for e in pool) and any(e.finished for e in pool)
+    assert all(e.finished for e in pool if e.epoch == 3)  # a trial that trained every epoch also got its soup
     n_val = len(json.loads((exp / "data" / "split.json").read_text())["val"])
     for e in pool:
         assert e.predictions("val").shape == (n_val, 3) and e.weights.is_file()
