@@ -110,3 +110,16 @@ def test_clip_pair_replaces_image_and_text(small_prepared, tiny):
     cfg = TrialConfig.from_flat({**tiny, "model.pair": "clip_tiny", "model.image_size": 0})
     model = build_model(cfg, small_prepared)
     assert set(model.encoders) == {"pair", "tabular"} and model.image_size == 32
+
+
+def test_text_is_trimmed_to_the_longest_row_without_changing_outputs():
+    torch.manual_seed(0)
+    ctx = BuildContext(n_num=0, cat_cardinalities=(), n_image_columns=0, image_size=0, max_text_len=48)
+    enc = ENCODERS.get("tiny_text")(ctx, **TINY_ARGS["tiny_text"]).eval()
+    ids, attn = enc.tokenize(["a red apple", "the quiet river and a stone"])
+    batch = {"text_ids": ids, "text_attn": attn, "text_mask": torch.ones(2, dtype=torch.bool)}
+    out = enc(batch)["text"]
+    assert out.tokens.shape[1] == int(attn.sum(1).max()) < 48
+    full = enc.model(input_ids=ids, attention_mask=attn).last_hidden_state  # untrimmed reference
+    from mmsearch.models.encoders import mean_pool
+    torch.testing.assert_close(out.pooled, mean_pool(full, attn), rtol=1e-5, atol=1e-5)

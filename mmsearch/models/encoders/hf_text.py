@@ -38,6 +38,11 @@ class HFTextEncoder(Encoder):
         present = batch["text_mask"].unsqueeze(1)
         ids = torch.where(present, batch["text_ids"], self.empty_ids)
         attn = torch.where(present, batch["text_attn"], self.empty_attn)
+        # rows are padded to max_text_len once, at tokenization; run the transformer only up to the
+        # batch's longest text (padding is masked anyway, so outputs are unchanged, and short texts
+        # such as emoji names cost a fraction of the FLOPs)
+        longest = max(1, int(attn.sum(1).max()))
+        ids, attn = ids[:, :longest], attn[:, :longest]
         tokens = self.model(input_ids=ids, attention_mask=attn).last_hidden_state
         pooled = mean_pool(tokens, attn) if self.pooling == "mean" else tokens[:, 0]
         return {"text": EncoderOutput(pooled=pooled, tokens=tokens, token_mask=attn.bool())}
