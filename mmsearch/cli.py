@@ -96,7 +96,10 @@ def cmd_resume(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from .search.experiment import Settings
     from .search.status import leaderboard
+
+    Settings.load(Path(args.exp_dir))  # a clear error if this is not an experiment
 
     print(leaderboard(Path(args.exp_dir)))
     return 0

@@ -47,7 +47,8 @@ def leaderboard(exp_dir: Path) -> str:
     rows = []
     for tid in sorted(set(states) | set(pool)):
         st, entry = states.get(tid, {}), pool.get(tid)
-        config = entry.config if entry else {k: v for k, v in (st.get("config") or {}).get("trial", st.get("config") or {}).items()}
+        tune_config = st.get("config") or {}
+        config = entry.config if entry else tune_config.get("trial", tune_config)  # grid wraps it in "trial"
         state = st.get("state", "?")
         if state == "TERMINATED" and entry and not entry.finished:
             state = "STOPPED"  # ended by the scheduler (ASHA) before its last epoch
