@@ -108,9 +108,9 @@ def trial_driver(config: dict, *, exp_dir: str, settings: dict) -> None:
 
 
 def auto_cpus_per_worker(s: Settings) -> float:
-    """Share a node's CPUs among the workers of the trials that run at once. Ray sets a worker's
-    torch/OMP threads to its CPU count, so 1 CPU per worker would leave cores idle: measured on 2
-    cores, a lone trial ran 1.66x slower than in-process with 1 CPU per worker."""
+    """Share a node's CPUs among the workers of the trials that run at once, so a lone trial may
+    use the whole node rather than 1 CPU. (On 2 cores this did not change the per-trial overhead
+    ratio, 1.66 -> 1.70: see benchmarks/README.md.)"""
     import ray
 
     per_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
