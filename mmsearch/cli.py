@@ -8,17 +8,23 @@ import time
 from pathlib import Path
 
 
-def _key_values(items: list[str] | None, what: str) -> dict:
+def _pairs(item: str, flag: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise SystemExit(f"mmsearch: error: {flag} expects KEY=VALUE, got {item!r}")
+    k, v = item.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def _column_types(items: list[str] | None) -> dict[str, str]:
+    """--column-types a=text,b=categorical (repeatable) -> {column: role}."""
+    return dict(_pairs(part, "--column-types") for item in items or [] for part in item.split(","))
+
+
+def _overrides(items: list[str] | None) -> dict:
+    """--set key=value (repeatable); values are read as YAML so numbers and booleans keep their type."""
     import yaml
 
-    out = {}
-    for item in items or []:
-        for part in item.split(",") if what == "--column-types" else [item]:
-            if "=" not in part:
-                raise SystemExit(f"mmsearch: error: {what} expects KEY=VALUE, got {part!r}")
-            k, v = part.split("=", 1)
-            out[k.strip()] = v.strip() if what == "--column-types" else yaml.safe_load(v)
-    return out
+    return {k: yaml.safe_load(v) for k, v in (_pairs(item, "--set") for item in items or [])}
 
 
 def _table(args) -> tuple[str, str]:
@@ -40,7 +46,7 @@ def cmd_train(args) -> int:
 
     source, label = _table(args)
     cfg = TrialConfig.load(args.config) if args.config else TrialConfig.from_flat({})
-    cfg = cfg.with_overrides(_key_values(args.set, "--set"))  # every key checked before any output
+    cfg = cfg.with_overrides(_overrides(args.set))  # every key checked before any output
     out = Path(args.out)
     data_dir = out / "data"
     if data_dir.is_dir():
@@ -68,7 +74,7 @@ def cmd_train(args) -> int:
 
 
 def _prepare_kw(args) -> dict:
-    return dict(column_types=_key_values(args.column_types, "--column-types"), problem_type=args.problem_type,
+    return dict(column_types=_column_types(args.column_types), problem_type=args.problem_type,
                 val_frac=args.val_frac, holdout_frac=args.holdout_frac, seed=args.split_seed, missing_images=args.missing_images)
 
 
