@@ -67,6 +67,14 @@ def random_pool(rng, M, N, C, ties=False):
     return np.stack(preds), y
 
 
+def _assert_same_selection(ens, picks, traj, best):
+    """The fast selection equals the reference: same picks, trajectory, best prefix; weights sum to 1."""
+    assert ens.indices_.tolist() == picks
+    np.testing.assert_allclose(ens.trajectory_, traj, rtol=1e-9, atol=1e-12)
+    assert ens.best_size_ == best
+    assert ens.weights_.sum() == pytest.approx(1.0)
+
+
 # --------------------------------------------------------------------------- equality
 @pytest.mark.parametrize("metric", CLASS_METRICS)
 @pytest.mark.parametrize("C", [2, 4])
@@ -76,10 +84,7 @@ def test_matches_reference_classification(metric, C, sorted_init):
     preds, y = random_pool(rng, M=7, N=60, C=C)
     ens = CaruanaEnsemble(metric=metric, size=8, sorted_init=sorted_init).fit(preds, y)
     picks, traj, best = reference_select(preds, y, metric, 8, sorted_init)
-    assert ens.indices_.tolist() == picks
-    np.testing.assert_allclose(ens.trajectory_, traj, rtol=1e-9, atol=1e-12)
-    assert ens.best_size_ == best
-    assert ens.weights_.sum() == pytest.approx(1.0)
+    _assert_same_selection(ens, picks, traj, best)
     np.testing.assert_allclose(ens.weights_, np.bincount(picks[:best], minlength=7) / best)
 
 
@@ -133,10 +138,7 @@ def test_matches_reference_regression(metric, sorted_init):
     preds = np.stack([y + rng.normal(size=50) * rng.uniform(0.3, 3) + rng.normal() for _ in range(6)])
     ens = CaruanaEnsemble(metric=metric, size=7, sorted_init=sorted_init).fit(preds, y)
     picks, traj, best = reference_select(preds, y, metric, 7, sorted_init)
-    assert ens.indices_.tolist() == picks
-    np.testing.assert_allclose(ens.trajectory_, traj, rtol=1e-9, atol=1e-12)
-    assert ens.best_size_ == best
-    assert ens.weights_.sum() == pytest.approx(1.0)
+    _assert_same_selection(ens, picks, traj, best)
     np.testing.assert_allclose(ens.predict(preds), np.tensordot(ens.weights_, preds, 1))
 
 

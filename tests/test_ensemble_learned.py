@@ -11,12 +11,18 @@ def _nll(preds, y, w):
     return metrics.log_loss(y, np.tensordot(w, preds, 1))
 
 
+def _noisy_pool(rng, N, C, M, max_signal):
+    """M models, each the one-hot truth mixed with Dirichlet noise at its own signal level."""
+    y = rng.integers(0, C, N)
+    onehot = np.eye(C)[y]
+    preds = np.stack([s * onehot + (1 - s) * rng.dirichlet(np.ones(C), N) for s in rng.uniform(0, max_signal, M)])
+    return preds, y
+
+
 def test_reduces_nll_vs_uniform_and_converges():
     rng = np.random.default_rng(0)
     N, C, M = 400, 4, 8
-    y = rng.integers(0, C, N)
-    onehot = np.eye(C)[y]
-    preds = np.stack([s * onehot + (1 - s) * rng.dirichlet(np.ones(C), N) for s in rng.uniform(0, 0.6, M)])
+    preds, y = _noisy_pool(rng, N, C, M, 0.6)
     ens = LearnedWeightsEnsemble(metric="log_loss").fit(preds, y)
     uniform = _nll(preds, y, np.full(M, 1 / M))
     assert ens.loss_ < uniform - 0.01
@@ -102,9 +108,7 @@ def test_float32_pool_and_dense_predict():
     # 80 models -> dense weights take the BLAS mat-vec path in predict
     rng = np.random.default_rng(5)
     N, C, M = 300, 3, 80
-    y = rng.integers(0, C, N)
-    onehot = np.eye(C)[y]
-    preds = np.stack([s * onehot + (1 - s) * rng.dirichlet(np.ones(C), N) for s in rng.uniform(0, 0.5, M)])
+    preds, y = _noisy_pool(rng, N, C, M, 0.5)
     e64 = LearnedWeightsEnsemble(metric="log_loss").fit(preds, y)
     e32 = LearnedWeightsEnsemble(metric="log_loss").fit(preds.astype(np.float32), y)
     assert e32.converged_
