@@ -7,6 +7,22 @@ Public API (heavy dependencies load on first use of the submodules):
   mmsearch.search.experiment           create / run / resume a search
   mmsearch.search.pool.load_pool       every trial's predictions and weights, for ensembling
   mmsearch.ensemble                    CaruanaEnsemble, LearnedWeightsEnsemble (numpy only)
+  mmsearch.build_ensemble              an experiment's ensemble, chosen on val, scored on holdout
+  mmsearch.export_bundle               experiment -> self-contained bundle (JSON + safetensors)
+  mmsearch.Predictor / load_bundle     a bundle's predict / predict_proba / evaluate (no Ray)
 """
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["__version__", "Predictor", "load_bundle", "export_bundle", "build_ensemble"]
+
+
+def __getattr__(name: str):
+    # lazy: `import mmsearch` stays cheap; torch loads only when a Predictor is asked for
+    if name in ("Predictor", "load_bundle", "export_bundle"):
+        from . import bundle
+
+        return getattr(bundle, name)
+    if name == "build_ensemble":
+        from .ensemble.build import build_ensemble
+
+        return build_ensemble
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

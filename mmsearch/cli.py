@@ -111,6 +111,42 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from .ensemble.build import ENSEMBLE_FILE, build_ensemble, format_scores
+
+    result = build_ensemble(args.exp_dir, size=args.size, method=args.method)
+    print(format_scores(result))
+    members = ", ".join(f"{m['trial_id']} {m['weight']:.3f}" for m in result["members"])
+    print(f"members: {members}\nwritten to {Path(args.exp_dir) / ENSEMBLE_FILE}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .bundle.export import export_bundle
+
+    out = export_bundle(args.exp_dir, args.out)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files) / 1e6
+    print(f"bundle {out}: {len(files)} files, {size:.1f} MB (manifest.json lists their sha256)")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .bundle.predictor import Predictor
+
+    start = time.perf_counter()
+    predictor = Predictor.load(args.bundle, device=args.device)
+    table = predictor.predict_table(args.data, proba=args.proba, batch_size=args.batch_size)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    print(f"wrote {len(table)} predictions to {out} ({len(predictor.members)} members, {predictor.device.type}, "
+          f"{time.perf_counter() - start:.1f} s)")
+    lines = predictor.last_report.lines()
+    print("missing-value paths (as in training): " + ("; ".join(lines) if lines else "none"))
+    return 0
+
+
 def cmd_tricks(args) -> int:
     from dataclasses import fields
 
@@ -179,6 +215,27 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="the leaderboard of an experiment (no cluster needed)")
     st.add_argument("exp_dir")
     st.set_defaults(fn=cmd_status)
+
+    e = sub.add_parser("ensemble", help="pick ensemble members on val; print val and holdout scores of the ensemble, "
+                       "the best single trial and the uniform average; write EXP_DIR/ensemble/ensemble.json")
+    e.add_argument("exp_dir")
+    e.add_argument("--size", type=int, help="caruana: greedy steps (default 50); learned: keep at most N members")
+    e.add_argument("--method", choices=["caruana", "learned"], default="caruana")
+    e.set_defaults(fn=cmd_ensemble)
+
+    x = sub.add_parser("export", help="write the ensemble as a self-contained bundle (manifest + safetensors)")
+    x.add_argument("exp_dir")
+    x.add_argument("--out", required=True, help="the bundle directory (must not exist, or be empty)")
+    x.set_defaults(fn=cmd_export)
+
+    pr = sub.add_parser("predict", help="score a table with a bundle (no Ray needed); write a CSV of predictions")
+    pr.add_argument("bundle")
+    pr.add_argument("--data", required=True, help="table: .csv, .tsv or .parquet; image paths relative to its folder")
+    pr.add_argument("--out", required=True, help="predictions CSV: a `prediction` column, rows in the table's order")
+    pr.add_argument("--proba", action="store_true", help="add one proba_<class> column per class")
+    pr.add_argument("--batch-size", type=int, help="rows per batch (default: each member's in-search batch size)")
+    pr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    pr.set_defaults(fn=cmd_predict)
 
     k = sub.add_parser("tricks", help="list the registered tricks, their config keys and search dimensions")
     k.set_defaults(fn=cmd_tricks)

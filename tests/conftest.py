@@ -80,3 +80,26 @@ def make_state(**kw):
     defaults = dict(problem_type="multiclass", device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
                     evaluate=lambda m: 0.0)
     return TrainState(**{**defaults, **kw})
+
+
+@pytest.fixture(scope="session")
+def trained_experiment(tmp_path_factory):
+    """(experiment dir, original table): an experiment laid out as a search leaves it (data/ and
+    train/TRIAL/CHECKPOINT/ with weights, config and val/holdout predictions), from three tiny
+    trials trained in-process (no Ray, ~25 s). Tests that write into it work on a copy."""
+    from mmsearch.data.prepare import prepare
+    from mmsearch.data.synthetic import make_synthetic
+    from mmsearch.train.run import run_local
+
+    root = tmp_path_factory.mktemp("experiment")
+    table = make_synthetic(root / "table", n=96, missing=0.2, seed=4)
+    exp = root / "exp"
+    prepare(table, "label", exp / "data")
+    trials = {  # different batch sizes: each member must be replayed in its own eval batches
+        "t_lr": {},
+        "t_b4": {"optim.batch_size": 4, "train.seed": 1},
+        "t_early": {"model.fusion": "early", "optim.lr": 1e-3, "train.seed": 2},
+    }
+    for tid, over in trials.items():
+        run_local({**TINY, "train.epochs": 1, "train.max_steps_per_epoch": 4, **over}, exp / "data", exp / "train" / tid)
+    return exp, table

@@ -121,9 +121,11 @@ def _reported_epochs(exp):
     return [(r["epoch"], r["final"]) for r in rows]
 
 
-def test_a_killed_worker_restarts_from_its_last_checkpoint(tmp_path):
-    """SIGKILL the trial's Ray Train worker after its epoch-1 checkpoint: the worker group is
-    restarted (max_failures=1) from that checkpoint, so no epoch is reported twice."""
+@pytest.mark.parametrize("runner, process", [("auto", "ImplicitFunc"), ("ray-train", "RayTrainWorker")])
+def test_a_killed_worker_restarts_from_its_last_checkpoint(tmp_path, runner, process):
+    """SIGKILL the process that trains (the one-worker trial itself; a Ray Train worker) after
+    its epoch-1 checkpoint: it is restarted (max_failures=1) from that checkpoint, so no epoch is
+    reported twice."""
     import threading
 
     from mmsearch.data.synthetic import make_synthetic
@@ -135,8 +137,8 @@ def test_a_killed_worker_restarts_from_its_last_checkpoint(tmp_path):
     def kill_worker_after_first_checkpoint():
         deadline = time.time() + 300
         while time.time() < deadline and not killed:
-            if any(json.loads(p.read_text())["epoch"] >= 1 for p in (exp / "train").glob("*/*/trainer.json")):
-                for pid in _pids_running("RayTrainWorker"):
+            if any(json.loads(p.read_text())["epoch"] >= 1 for p in (exp / "train").glob("*/**/trainer.json")):
+                for pid in _pids_running(process):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
                 return
@@ -144,7 +146,8 @@ def test_a_killed_worker_restarts_from_its_last_checkpoint(tmp_path):
 
     killer = threading.Thread(target=kill_worker_after_first_checkpoint, daemon=True)
     killer.start()
-    _search(tmp_path, table, _space(tmp_path, epochs=3), searcher="random", scheduler="fifo", num_samples=1, max_failures=1)
+    _search(tmp_path, table, _space(tmp_path, epochs=3), searcher="random", scheduler="fifo", num_samples=1, max_failures=1,
+            runner=runner)
     killer.join()
     assert killed, "the worker was never killed"
     epochs = _reported_epochs(exp)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
 from .images import load_image
 from .prepare import PreparedData
+from .schema import Schema
+from .tabular import TabularPreprocessor
 
 Tokenize = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 IMAGE_CACHE_BYTES = 2 * 1024**3  # decoded images are kept in memory when they fit in this
@@ -29,14 +32,27 @@ def row_texts(rows, columns: list[str]) -> list[str]:
 class RowDataset(Dataset):
     """Items are dicts: image uint8 [n_img, 3, S, S] + image_mask [n_img]; text_ids/text_attn [L]
     + text_mask; num float [n_num] + num_mask [n_num]; cat int64 [n_cat] (0 = missing);
-    label; index (row position in the prepared table, for aligning predictions)."""
+    label (absent for unlabelled rows); index (row position in the prepared table, for aligning
+    predictions)."""
 
     def __init__(self, data: PreparedData, part: str, *, image_size: int = 0, tokenize: Tokenize | None = None):
-        rows = data.rows(part)
-        schema = data.schema
-        self.index = torch.as_tensor(data.split[part])
-        self.labels = torch.as_tensor(data.labels(part))
-        num, num_mask, cat = data.tabular.transform(rows)
+        self._setup(data.rows(part), data.schema, data.tabular, labels=data.labels(part), index=data.split[part],
+                    image_size=image_size, tokenize=tokenize)
+
+    @classmethod
+    def from_rows(cls, rows: pd.DataFrame, schema: Schema, tabular: TabularPreprocessor, *, image_size: int = 0,
+                  tokenize: Tokenize | None = None) -> "RowDataset":
+        """New, unlabelled rows already cast like a prepared table (data.conform): the predict path.
+        The same tensors as in training follow, so a row gets the same prediction."""
+        ds = cls.__new__(cls)
+        ds._setup(rows, schema, tabular, labels=None, index=np.arange(len(rows)), image_size=image_size, tokenize=tokenize)
+        return ds
+
+    def _setup(self, rows: pd.DataFrame, schema: Schema, tabular: TabularPreprocessor, *, labels, index, image_size: int,
+               tokenize: Tokenize | None) -> None:
+        self.index = torch.as_tensor(index)
+        self.labels = None if labels is None else torch.as_tensor(labels)
+        num, num_mask, cat = tabular.transform(rows)
         self.num, self.num_mask, self.cat = torch.as_tensor(num), torch.as_tensor(num_mask), torch.as_tensor(cat)
         self.image_size = image_size
         image_cols = schema.by_role("image") if image_size else []  # image_size 0: no image encoder
@@ -52,7 +68,7 @@ class RowDataset(Dataset):
             self.text_ids = self.text_attn = self.text_mask = None
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.index)
 
     def _image(self, path: str) -> np.ndarray:
         if self._cache is None:
@@ -62,7 +78,8 @@ class RowDataset(Dataset):
         return self._cache[path]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        item = {"label": self.labels[i], "index": self.index[i], "num": self.num[i], "num_mask": self.num_mask[i], "cat": self.cat[i]}
+        item = {} if self.labels is None else {"label": self.labels[i]}
+        item.update(index=self.index[i], num=self.num[i], num_mask=self.num_mask[i], cat=self.cat[i])
         if paths := self.image_paths[i]:
             blank = np.zeros((3, self.image_size, self.image_size), np.uint8)
             item["image"] = torch.from_numpy(np.stack([self._image(p) if p else blank for p in paths]))

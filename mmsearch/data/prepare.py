@@ -57,6 +57,19 @@ def _is_missing(v) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
 
 
+def cast_columns(df: pd.DataFrame, schema: Schema, base_dir: Path, *, treat_bad_images_as_missing: bool) -> pd.DataFrame:
+    """Feature columns as every trial reads them: image paths absolute (and checked), text and
+    categorical cells str or None. Used by prepare and, on new rows, by predict (data.conform),
+    so a row gets the same values in both."""
+    df = df.copy()
+    for col in schema.by_role("image"):
+        df[col] = resolve_paths(df[col], base_dir)
+    df = check_images(df, schema.by_role("image"), treat_bad_as_missing=treat_bad_images_as_missing)
+    for col in schema.by_role("text") + schema.by_role("categorical"):  # one dtype per column for parquet
+        df[col] = pd.Series([None if _is_missing(v) else str(v) for v in df[col]], index=df.index, dtype=object)
+    return df
+
+
 def _check_unique_columns(names: list) -> None:
     seen, dups = set(), []
     for n in names:
@@ -128,12 +141,7 @@ def prepare(
         df = df[~unlabelled].reset_index(drop=True)
 
     schema = infer_schema(df, label, column_types=column_types, problem_type=problem_type)
-    df = df[[*schema.columns, label]].copy()
-    for col in schema.by_role("image"):
-        df[col] = resolve_paths(df[col], base_dir)
-    df = check_images(df, schema.by_role("image"), treat_bad_as_missing=missing_images)
-    for col in schema.by_role("text") + schema.by_role("categorical"):  # one dtype per column for parquet
-        df[col] = pd.Series([None if _is_missing(v) else str(v) for v in df[col]], index=df.index, dtype=object)
+    df = cast_columns(df[[*schema.columns, label]], schema, base_dir, treat_bad_images_as_missing=missing_images)
 
     target = TargetEncoder(schema.problem_type, classes=schema.classes)
     y = target.encode(df[label]) if schema.problem_type != "regression" else None

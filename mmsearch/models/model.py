@@ -35,8 +35,10 @@ class MultimodalModel(nn.Module):
         return next((e.tokenize for e in self.encoders.values() if hasattr(e, "tokenize")), None)
 
 
-def build_model(cfg: TrialConfig, data: PreparedData) -> MultimodalModel:
-    """Encoders for the modalities the table has and the config switches on, then the fusion."""
+def build_model(cfg: TrialConfig, data: PreparedData, *, pretrained: bool = True) -> MultimodalModel:
+    """Encoders for the modalities the table has and the config switches on, then the fusion.
+    `data` needs only .schema and .tabular. pretrained=False: no pretrained backbone weights are
+    fetched (for callers that load a full state dict next, such as an exported bundle)."""
     schema, m = data.schema, cfg.model
     has = {"image": bool(schema.by_role("image")), "text": bool(schema.by_role("text")),
            "tabular": bool(schema.by_role("numeric") or schema.by_role("categorical"))}
@@ -46,6 +48,7 @@ def build_model(cfg: TrialConfig, data: PreparedData) -> MultimodalModel:
         n_image_columns=len(schema.by_role("image")),
         image_size=m.image_size,
         max_text_len=m.max_text_len,
+        pretrained=pretrained,
     )
     wanted = {}
     if m.pair != NONE and (has["image"] or has["text"]):

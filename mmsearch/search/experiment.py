@@ -7,9 +7,18 @@
                               search adds tune_2/, tune_3/, ... (each warm-starts its searcher)
     EXP_DIR/train/TRIAL_ID/   each trial's Ray Train run: its checkpoints (weights + predictions)
 
-Each Tune trial is a function trainable that drives one Ray Train TorchTrainer (Train V2's
-supported pattern); the workers run mmsearch.train.loop and their reports reach Tune through
-TuneReportCallback (for ASHA and the searcher).
+Each Tune trial runs mmsearch.train.loop in one of two ways (Settings.runner):
+
+* a trial with several workers (--workers-per-trial N > 1, DDP across GPUs and nodes), or any
+  trial with --runner ray-train, drives one Ray Train TorchTrainer (Train V2's supported pattern);
+  its workers' reports reach Tune through TuneReportCallback;
+* a one-worker trial (the default, --runner auto) is its own worker: the Tune trial process
+  trains with the worker's resources and reports straight to Tune. A Train run spawns a controller,
+  a worker and five helper actors per trial, each a fresh Python process (~3 s of CPU apiece
+  here); for one worker they add nothing but start-up time (benchmarks/bench_trial_overhead.py).
+
+Both write their checkpoints under EXP_DIR/train/TRIAL_ID/, which is what the pool reads, and
+both resume from the latest of them after a failure or `mmsearch resume`.
 """
 from __future__ import annotations
 
@@ -37,8 +46,9 @@ class Settings:
     workers_per_trial: int = 1
     cpus_per_worker: float = 0.0     # 0: auto, the CPUs per node shared by the concurrent trials' workers
     gpus_per_worker: float = 0.0
-    max_failures: int = 1           # worker-group restarts from the last checkpoint, per trial
+    max_failures: int = 1           # restarts from the last checkpoint, per trial
     seed: int = 0
+    runner: str = "auto"            # auto: one-worker trials train in the trial process | ray-train: always Ray Train
 
     def __post_init__(self):
         if self.searcher not in ("tpe", "random", "grid"):
@@ -47,6 +57,18 @@ class Settings:
             raise ConfigError(f"--scheduler {self.scheduler!r}: use asha or fifo")
         if self.num_samples < 1 or self.max_concurrent < 1 or self.workers_per_trial < 1:
             raise ConfigError("--num-samples, --max-concurrent and --workers-per-trial must be at least 1")
+        if self.runner not in ("auto", "ray-train"):
+            raise ConfigError(f"--runner {self.runner!r}: use auto or ray-train")
+
+    @property
+    def in_trial(self) -> bool:
+        """Does the Tune trial process train itself (one worker), rather than drive a Ray Train run?"""
+        return self.runner == "auto" and self.workers_per_trial == 1
+
+    def worker_resources(self) -> dict:
+        """What one training worker asks Ray for (cpus_per_worker 0: the auto share; Ray must be up)."""
+        cpus = self.cpus_per_worker or auto_cpus_per_worker(self)
+        return {"CPU": cpus, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
 
     def save(self, exp_dir: Path) -> None:
         tmp = exp_dir / f".{SETTINGS_FILE}.tmp"
@@ -78,20 +100,29 @@ def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settin
     return exp
 
 
-def trial_driver(config: dict, *, exp_dir: str, settings: dict) -> None:
-    """One Tune trial: drive a Ray Train run of the training loop with the trial's config."""
+def trial_driver(config: dict, *, exp_dir: str, settings: dict, resources: dict) -> None:
+    """One Tune trial: train the trial's config, in this process or through a Ray Train run."""
     import ray.tune
+
+    s = Settings(**settings)
+    trial = config.get("trial", config)  # grid search wraps the whole config in "trial"
+    trial_id = ray.tune.get_context().get_trial_id()
+    if s.in_trial:
+        from ..train.context import TuneContext
+        from ..train.loop import train
+
+        train(trial, Path(exp_dir) / "data", TuneContext(Path(exp_dir) / "train" / trial_id))
+    else:
+        _drive_ray_train(trial, trial_id, exp_dir, s, resources)
+
+
+def _drive_ray_train(trial: dict, trial_id: str, exp_dir: str, s: Settings, resources: dict) -> None:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from ..train.loop import ray_worker
 
-    s = Settings(**settings)
-    trial = config.get("trial", config)
-    cpus = s.cpus_per_worker or auto_cpus_per_worker(s)  # grid search wraps the whole config in "trial"
-    trial_id = ray.tune.get_context().get_trial_id()
-    resources = {"CPU": cpus, **({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {})}
     trainer = TorchTrainer(
         ray_worker,
         train_loop_config={"trial": trial, "data_dir": str(Path(exp_dir) / "data")},
@@ -109,8 +140,7 @@ def trial_driver(config: dict, *, exp_dir: str, settings: dict) -> None:
 
 def auto_cpus_per_worker(s: Settings) -> float:
     """Share a node's CPUs among the workers of the trials that run at once, so a lone trial may
-    use the whole node rather than 1 CPU. (On 2 cores this did not change the per-trial overhead
-    ratio, 1.66 -> 1.70: see benchmarks/README.md.)"""
+    use the whole node rather than 1 CPU."""
     import ray
 
     per_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
@@ -145,8 +175,11 @@ def build_tuner(exp_dir: Path, *, restore: Path | None = None, name: str = "tune
 
     settings = Settings.load(exp_dir)
     space = SearchSpace.load(exp_dir / "space.yaml")
-    trainable = tune.with_parameters(trial_driver, exp_dir=str(exp_dir.resolve()), settings=asdict(settings))
-    trainable = tune.with_resources(trainable, {"CPU": 0, TRIAL_RESOURCE: 1})
+    worker = settings.worker_resources()
+    trainable = tune.with_parameters(trial_driver, exp_dir=str(exp_dir.resolve()), settings=asdict(settings), resources=worker)
+    # a one-worker trial holds its worker's resources itself; a driver of Ray Train workers holds
+    # only a trial slot (no CPU), so drivers can never starve their own workers
+    trainable = tune.with_resources(trainable, worker if settings.in_trial else {"CPU": 0, TRIAL_RESOURCE: 1})
     if restore is not None:
         return tune.Tuner.restore(str(restore.resolve()), trainable=trainable, resume_unfinished=True, resume_errored=False)
 
@@ -173,7 +206,9 @@ def build_tuner(exp_dir: Path, *, restore: Path | None = None, name: str = "tune
                                     time_budget_s=settings.time_budget_s or None,
                                     trial_dirname_creator=lambda trial: trial.trial_id),  # short, findable names
         run_config=tune.RunConfig(name=name, storage_path=str(exp_dir.resolve()), verbose=1,
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+                                  # a one-worker trial is its own worker: Tune restarts it (from its
+                                  # last checkpoint); Ray Train restarts its own workers
+                                  failure_config=tune.FailureConfig(max_failures=settings.max_failures if settings.in_trial else 0)),
     )
 
 

@@ -48,7 +48,9 @@ class PoolEntry:
 def _best_checkpoint(run_dir: Path) -> Path | None:
     """The final checkpoint if the run finished, else the one of the latest epoch."""
     found = []
-    for trainer in run_dir.glob("*/trainer.json"):
+    # Ray Train runs keep checkpoint dirs at the top; one-worker trials (LocalContext's layout)
+    # keep final/ and checkpoints/epoch_NNN/
+    for trainer in [*run_dir.glob("*/trainer.json"), *run_dir.glob("checkpoints/*/trainer.json")]:
         try:
             t = json.loads(trainer.read_text())
         except (OSError, json.JSONDecodeError):

@@ -1,4 +1,5 @@
-"""Where a run reports to: a local directory (in-process runs, tests) or Ray Train (workers).
+"""Where a run reports to: a local directory (in-process runs, tests), Tune (a one-worker trial)
+or Ray Train (workers).
 
 The loop only talks to this interface, so the same code runs in-process and in a DDP worker group.
 """
@@ -55,6 +56,18 @@ class LocalContext:
     def scratch_dir(self) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=".ckpt-", dir=self.out_dir))
+
+
+class TuneContext(LocalContext):
+    """A Tune trial that is its own (only) worker: checkpoints as LocalContext under the trial's
+    run dir (written before Tune hears of the epoch, so a scheduler's stop never loses one), and
+    every report goes to Tune for the scheduler and the searcher."""
+
+    def report(self, metrics: dict, checkpoint: Path | None) -> None:
+        import ray.tune
+
+        super().report(metrics, checkpoint)
+        ray.tune.report(metrics)
 
 
 class RayContext:

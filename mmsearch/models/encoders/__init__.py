@@ -33,6 +33,9 @@ class BuildContext:
     n_image_columns: int
     image_size: int      # 0: the backbone's own size
     max_text_len: int
+    # False: the caller loads trained weights over the whole model (an exported bundle), so
+    # encoders skip fetching / reading pretrained backbone weights, and change nothing else
+    pretrained: bool = True
 
 
 class Encoder(nn.Module):

@@ -23,7 +23,13 @@ class OpenClipPair(Encoder):
         import open_clip
 
         super().__init__()
-        self.model = open_clip.create_model(model_name, pretrained=pretrained or None)
+        kwargs = {}
+        if pretrained and not ctx.pretrained:
+            # skip the tag's weights (open_clip would download them) but keep what else the tag
+            # sets: its image normalization (the architecture comes from model_name alone)
+            kwargs["force_preprocess_cfg"] = open_clip.get_pretrained_cfg(model_name, pretrained)
+            pretrained = None
+        self.model = open_clip.create_model(model_name, pretrained=pretrained or None, **kwargs)
         for name in ("logit_scale", "logit_bias"):  # contrastive-loss scalars: unused here, and DDP
             if isinstance(getattr(self.model, name, None), torch.nn.Parameter):  # rejects unused params
                 getattr(self.model, name).requires_grad_(False)

@@ -55,7 +55,9 @@ class Timm(TimmImageEncoder):
         import timm
 
         kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
-        trunk = timm.create_model(model_name, pretrained=pretrained, num_classes=0, **kwargs)
+        # pretrained only decides the initial weights: the architecture and the normalization
+        # (pretrained_cfg) are the same without them
+        trunk = timm.create_model(model_name, pretrained=pretrained and ctx.pretrained, num_classes=0, **kwargs)
         cfg = timm.data.resolve_data_config({}, model=trunk)
         super().__init__(ctx, trunk, cfg["mean"], cfg["std"], cfg["input_size"][-1])
 
@@ -75,7 +77,7 @@ class Lite0(TimmImageEncoder):
         import timm
 
         trunk = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
-        if pretrained:
+        if pretrained and ctx.pretrained:
             trunk.load_state_dict(_lite0_packaged_state_dict(trunk))
         super().__init__(ctx, trunk, (0.5,) * 3, (0.5,) * 3, 224)
 

@@ -1,0 +1,73 @@
+"""The bundle's manifest: what is in a bundle and the sha256 of every file, checked on load.
+
+manifest.json cannot hold its own file hash, so it holds `manifest_sha256`: the sha256 of its
+canonical JSON (sorted keys, no whitespace) without that field. A changed weight, config or
+preprocessing value in the manifest is then caught like a changed weights file. (Checksums catch
+corruption and edits, not an attacker who recomputes them: that would need signatures.)
+Standard library only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path, PurePosixPath
+
+from ..errors import MMSearchError
+
+MANIFEST = "manifest.json"
+FORMAT, FORMAT_VERSION = "mmsearch-bundle", 1
+
+
+class BundleError(MMSearchError):
+    """A bundle that cannot be trusted or used: missing, changed or unknown files."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _content_digest(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_manifest(bundle: Path, manifest: dict) -> None:
+    """Add the sha256 of every file listed in manifest["files"] (paths relative to bundle) and the
+    manifest's own digest, then write it."""
+    manifest = {**manifest, "files": {rel: sha256_file(bundle / rel) for rel in sorted(manifest["files"])}}
+    manifest["manifest_sha256"] = _content_digest(manifest)
+    (bundle / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def read_verified(bundle: str | Path) -> dict:
+    """The manifest, after checking it and every file it lists; BundleError names what is wrong."""
+    bundle = Path(bundle)
+    path = bundle / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{bundle} is not an mmsearch bundle (no {MANIFEST}); create one with `mmsearch export`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{path} is unreadable ({e}); re-export the bundle") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{path} is not an mmsearch bundle manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{path}: bundle format version {manifest.get('format_version')!r}; this mmsearch reads "
+                          f"version {FORMAT_VERSION}")
+    if manifest.get("manifest_sha256") != _content_digest(manifest):
+        raise BundleError(f"{path} does not match its checksum (it was changed after export); refusing to load it")
+    for rel, digest in manifest.get("files", {}).items():
+        p = PurePosixPath(rel)
+        if p.is_absolute() or ".." in p.parts:
+            raise BundleError(f"{path} lists {rel!r}, which is outside the bundle; refusing to load it")
+        file = bundle / p
+        if not file.is_file():
+            raise BundleError(f"bundle file {file} is missing; the bundle is incomplete (copy it whole, or re-export)")
+        if sha256_file(file) != digest:
+            raise BundleError(f"bundle file {file} does not match its sha256 in {MANIFEST} (corrupted or changed "
+                              "after export); refusing to load it")
+    return manifest
