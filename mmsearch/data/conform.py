@@ -85,4 +85,3 @@ def conform(df: pd.DataFrame, schema: Schema, tabular: TabularPreprocessor, base
         report.missing_categorical[c] = int(values.isna().sum())
         report.unseen_categories[c] = int(sum(v is not None and v == v and v not in known for v in values))
     return out, report
-
