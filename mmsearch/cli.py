@@ -29,7 +29,7 @@ def _overrides(items: list[str] | None) -> dict:
 
 def _table(args) -> tuple[str, str]:
     """(table path, label): a path as given, or a built-in dataset name (fetched once)."""
-    from .data import datasets
+    from . import datasets
 
     if Path(args.data).exists() or args.data not in datasets.DATASETS:
         if not args.label:
@@ -84,7 +84,8 @@ def cmd_search(args) -> int:
     settings = experiment.Settings(
         searcher=args.searcher, scheduler=args.scheduler, num_samples=args.num_samples, time_budget_s=args.time_budget_s,
         max_concurrent=args.max_concurrent, workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
-        gpus_per_worker=args.gpus_per_worker, max_failures=args.max_failures, seed=args.seed)
+        gpus_per_worker=args.gpus_per_worker, max_failures=args.max_failures, seed=args.seed,
+        runner=args.runner)
     source, label = _table(args)
     exp = experiment.create(source, label, args.space, Path(args.storage) / args.name, settings, **_prepare_kw(args))
     print(f"[mmsearch] experiment {exp}: {settings.num_samples} trials, {settings.searcher} + {settings.scheduler}")
@@ -147,6 +148,13 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, trials=args.trials)
+    return 0
+
+
 def cmd_tricks(args) -> int:
     from dataclasses import fields
 
@@ -188,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--address", help="an existing Ray cluster")
     t.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("search", help="search the space: each trial trains on Ray Train workers")
+    s = sub.add_parser("search", help="search the space with Ray Tune; trials with several workers train on Ray Train (DDP)")
     data_options(s)
     s.add_argument("--space", required=True, help="search space YAML (see search_spaces/)")
     s.add_argument("--name", required=True, help="experiment name: the folder STORAGE/NAME")
@@ -201,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers-per-trial", type=int, default=1)
     s.add_argument("--cpus-per-worker", type=float, default=0.0, help="0 (default): a node's CPUs shared by the concurrent trials' workers")
     s.add_argument("--gpus-per-worker", type=float, default=0.0)
-    s.add_argument("--max-failures", type=int, default=1, help="restarts of a trial's workers from its last checkpoint")
+    s.add_argument("--max-failures", type=int, default=1, help="restarts of a trial from its last checkpoint")
+    s.add_argument("--runner", choices=["auto", "ray-train"], default="auto",
+                   help="auto: a one-worker trial trains in its Tune trial process, several workers run under Ray Train "
+                        "(DDP); ray-train: every trial runs under Ray Train")
     s.add_argument("--address", help="an existing Ray cluster (its head must advertise the trial_slot resource)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_search)
@@ -236,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, help="rows per batch (default: each member's in-search batch size)")
     pr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     pr.set_defaults(fn=cmd_predict)
+
+    d = sub.add_parser("demo", help="the whole job on the emoji table, on CPU: search, ensemble, export, predict on the "
+                       "test rows, and a table of scores (about 10 min on 2 cores)")
+    d.add_argument("--out", default="runs/demo", help="the demo's experiment folder (rerun to continue an interrupted demo)")
+    d.add_argument("--trials", type=int, default=4)
+    d.set_defaults(fn=cmd_demo)
 
     k = sub.add_parser("tricks", help="list the registered tricks, their config keys and search dimensions")
     k.set_defaults(fn=cmd_tricks)

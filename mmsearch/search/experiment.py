@@ -202,7 +202,8 @@ def build_tuner(exp_dir: Path, *, restore: Path | None = None, name: str = "tune
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=search_alg, scheduler=scheduler,
                                     num_samples=num_samples or settings.num_samples,
-                                    max_concurrent_trials=settings.max_concurrent,
+                                    # the searcher's ConcurrencyLimiter does it; grid has no searcher
+                                    max_concurrent_trials=settings.max_concurrent if search_alg is None else None,
                                     time_budget_s=settings.time_budget_s or None,
                                     trial_dirname_creator=lambda trial: trial.trial_id),  # short, findable names
         run_config=tune.RunConfig(name=name, storage_path=str(exp_dir.resolve()), verbose=1,

@@ -35,7 +35,8 @@ def _run_states(tune_dir: Path) -> dict[str, dict]:
     return out
 
 
-def _tricks(config: dict) -> str:
+def tricks_on(config: dict) -> str:
+    """The trial's enabled tricks, comma-separated ('-': none)."""
     on = sorted(k.split(".")[1] for k, v in config.items() if k.startswith("tricks.") and k.endswith(".enabled") and v)
     return ",".join(on) or "-"
 
@@ -54,7 +55,7 @@ def leaderboard(exp_dir: Path) -> str:
             state = "STOPPED"  # ended by the scheduler (ASHA) before its last epoch
         score = entry.val_metric if entry else None
         rows.append((entry.val_score if entry else float("-inf"), tid, state, entry.epoch if entry else (st.get("epoch") or 0),
-                     score, st.get("time_s"), config.get("model.fusion", "?"), _tricks(config), st.get("error")))
+                     score, st.get("time_s"), config.get("model.fusion", "?"), tricks_on(config), st.get("error")))
     rows.sort(key=lambda r: (-r[0], r[1]))
     head = f"{'trial':<22} {'state':<11} {'epochs':>6} {'val ' + (metric or 'score'):>14} {'time_s':>8}  {'fusion':<7} tricks"
     lines = [f"experiment {exp_dir}: {len(rows)} trials, {len(pool)} with predictions", head]

