@@ -205,6 +205,9 @@ def build_tuner(exp_dir: Path, *, restore: Path | None = None, name: str = "tune
                                     # the searcher's ConcurrencyLimiter does it; grid has no searcher
                                     max_concurrent_trials=settings.max_concurrent if search_alg is None else None,
                                     time_budget_s=settings.time_budget_s or None,
+                                    # one-worker trials: the next trial runs in the finished one's
+                                    # process, its imports and kernels already warm
+                                    reuse_actors=settings.in_trial,
                                     trial_dirname_creator=lambda trial: trial.trial_id),  # short, findable names
         run_config=tune.RunConfig(name=name, storage_path=str(exp_dir.resolve()), verbose=1,
                                   # a one-worker trial is its own worker: Tune restarts it (from its
