@@ -22,7 +22,7 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def run_demo(out: str | Path = "runs/demo", *, trials: int = 4, table=None, space: str | Path = SPACE, log=_say) -> dict:
+def run_demo(out: str | Path = "runs/demo", *, trials: int = 6, table=None, space: str | Path = SPACE, log=_say) -> dict:
     """table: a mmsearch.datasets.TableDataset (default: emoji); space: the search space file."""
     from . import datasets
     from .bundle.export import export_bundle
