@@ -5,7 +5,7 @@
     EXP_DIR/data/             the table prepared once (schema, split, preprocessing): every trial reuses it
     EXP_DIR/tune/             Ray Tune's experiment state (trials, searcher state); an extended
                               search adds tune_2/, tune_3/, ... (each warm-starts its searcher)
-    EXP_DIR/train/TRIAL_ID/   each trial's Ray Train run: its checkpoints (weights + predictions)
+    EXP_DIR/train/TRIAL_ID/   each trial's checkpoints (weights + predictions)
 
 Each Tune trial runs mmsearch.train.loop in one of two ways (Settings.runner):
 
