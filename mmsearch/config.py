@@ -39,6 +39,15 @@ class OptimConfig:
     batch_size: int = 32          # effective (global) batch; split evenly across DDP workers
     schedule: Literal["cosine", "constant"] = "cosine"
 
+    def worker_batch(self, world_size: int) -> int:
+        """Rows per training step on each of world_size workers."""
+        return max(1, self.batch_size // world_size)
+
+    def eval_batch(self, world_size: int) -> int:
+        """Rows per evaluation batch on each worker: twice the training batch (no gradients held).
+        An exported bundle predicts in these batches to reproduce the search's predictions."""
+        return 2 * self.worker_batch(world_size)
+
 
 @dataclass(frozen=True)
 class TrainConfig:

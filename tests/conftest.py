@@ -3,6 +3,8 @@ config whose backbones are small random models (no downloads, seconds on 2 CPU c
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -103,3 +105,9 @@ def trained_experiment(tmp_path_factory):
     for tid, over in trials.items():
         run_local({**TINY, "train.epochs": 1, "train.max_steps_per_epoch": 4, **over}, exp / "data", exp / "train" / tid)
     return exp, table
+
+
+def run_importing_none_of(code: str, forbidden: tuple[str, ...]) -> None:
+    """Run `code` in a fresh interpreter; fail if any module in `forbidden` got imported."""
+    check = f"\nimport sys\nbad = [m for m in {forbidden!r} if m in sys.modules]\nassert not bad, bad\n"
+    subprocess.run([sys.executable, "-c", code + check], check=True, timeout=300)

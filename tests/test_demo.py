@@ -7,12 +7,9 @@ import yaml
 from mmsearch.datasets import TableDataset, make_synthetic
 from mmsearch.demo import run_demo
 
-TINY_FIXED = {
-    "model.image": "timm", "encoder.timm.model_name": "test_efficientnet", "encoder.timm.pretrained": False,
-    "model.text": "tiny_text", "model.tabular": "ft_transformer", "encoder.ft_transformer.n_blocks": 1,
-    "encoder.ft_transformer.d_block": 32, "encoder.ft_transformer.attention_n_heads": 4,
-    "model.image_size": 32, "model.max_text_len": 16, "optim.batch_size": 16, "train.epochs": 2,
-}
+from conftest import TINY
+
+TINY_FIXED = {k: v for k, v in TINY.items() if k != "optim.lr"}  # the learning rate is searched
 
 
 def test_demo_searches_ensembles_exports_and_predicts(tmp_path):

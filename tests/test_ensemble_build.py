@@ -11,6 +11,7 @@ from mmsearch import metrics
 from mmsearch.data.prepare import PreparedData
 from mmsearch.ensemble.build import ENSEMBLE_FILE, build_ensemble
 from mmsearch.search.pool import load_pool
+from conftest import run_importing_none_of
 
 
 @pytest.fixture
@@ -76,14 +77,8 @@ def test_learned_weights_are_pruned_to_size(exp):
 
 
 def test_build_imports_neither_torch_nor_ray(exp):
-    code = (
-        "import sys\n"
-        "from mmsearch.ensemble.build import build_ensemble\n"
-        f"build_ensemble({str(exp)!r}, size=5)\n"
-        "bad = [m for m in ('torch', 'ray') if m in sys.modules]\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    run_importing_none_of(f"from mmsearch.ensemble.build import build_ensemble\nbuild_ensemble({str(exp)!r}, size=5)",
+                          ("torch", "ray"))
 
 
 def test_clear_errors(tmp_path, exp):

@@ -1,13 +1,11 @@
 """CaruanaEnsemble: equality with a brute-force reference, hand-built tie cases, bagging."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from mmsearch import metrics
 from mmsearch.ensemble import CaruanaEnsemble
+from conftest import run_importing_none_of
 
 CLASS_METRICS = ["accuracy", "roc_auc", "log_loss"]
 REG_METRICS = ["r2", "rmse", "mae"]
@@ -299,10 +297,5 @@ def test_input_validation():
 
 
 def test_modules_import_without_torch_or_ray():
-    code = (
-        "import sys\n"
-        "import mmsearch.metrics, mmsearch.ensemble, mmsearch.ensemble.caruana, mmsearch.ensemble.learned\n"
-        "bad = [m for m in ('torch', 'ray', 'sklearn', 'pandas') if m in sys.modules]\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    run_importing_none_of("import mmsearch.metrics, mmsearch.ensemble, mmsearch.ensemble.caruana, mmsearch.ensemble.learned",
+                          ("torch", "ray", "sklearn", "pandas"))

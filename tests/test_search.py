@@ -13,12 +13,9 @@ from mmsearch.search import experiment
 from mmsearch.search.pool import load_pool
 from mmsearch.search.status import leaderboard
 
-TINY_FIXED = {
-    "model.image": "timm", "encoder.timm.model_name": "test_efficientnet", "encoder.timm.pretrained": False,
-    "model.text": "tiny_text", "model.tabular": "ft_transformer", "encoder.ft_transformer.n_blocks": 1,
-    "encoder.ft_transformer.d_block": 32, "encoder.ft_transformer.attention_n_heads": 4,
-    "model.image_size": 32, "model.max_text_len": 16, "optim.batch_size": 16,
-}
+from conftest import TINY
+
+TINY_FIXED = {k: v for k, v in TINY.items() if k not in ("optim.lr", "train.epochs")}  # searched or set per test; otherwise the defaults
 
 
 def _space(tmp_path, epochs=3, **sections):

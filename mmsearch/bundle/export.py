@@ -20,6 +20,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from ..config import OptimConfig  # not TrialConfig: its registries would import torch
 from ..ensemble.build import build_ensemble, format_scores, load_ensemble
 from ..search.pool import load_pool
 from .manifest import FORMAT, FORMAT_VERSION, BundleError, write_manifest
@@ -94,9 +95,9 @@ def _copy_member(exp: Path, member: dict, bundle: Path, workers: int) -> dict:
         "trial_id": member["trial_id"],
         "weight": member["weight"],
         "config": config,
-        # the batch size the trial's own val/holdout predictions were computed with (loop.py:
-        # 2 x the per-worker batch); predicting in the same batches reproduces them bit for bit
-        "eval_batch_size": 2 * max(1, int(config["optim.batch_size"]) // int(world)),
+        # the batch size the trial's own val/holdout predictions were computed with; predicting
+        # in the same batches reproduces them bit for bit
+        "eval_batch_size": OptimConfig(batch_size=int(config["optim.batch_size"])).eval_batch(int(world)),
         "weights": f"{rel}/model.safetensors",
         "config_file": f"{rel}/config.json",
     }

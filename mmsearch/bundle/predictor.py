@@ -55,14 +55,12 @@ class Predictor:
     paths are read from the table file's folder (for a DataFrame: `base_dir`, default the current
     directory). After each call, `last_report` counts the cells that took a missing-value path."""
 
-    def __init__(self, manifest: dict, members: list[Member], device: torch.device):
+    def __init__(self, manifest: dict, members: list[Member], device: torch.device, pre: _Preprocessing):
         self.manifest = manifest
         self.members = members
         self.device = device
-        self.schema = Schema(**manifest["schema"])
-        state = manifest["preprocess"]
-        self.tabular = TabularPreprocessor(**state["tabular"])
-        self.target = TargetEncoder(**state["target"])
+        self.schema, self.tabular = pre.schema, pre.tabular
+        self.target = TargetEncoder(**manifest["preprocess"]["target"])
         self.last_report: InputReport | None = None
 
     @classmethod
@@ -74,7 +72,7 @@ class Predictor:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         pre = _Preprocessing(Schema(**manifest["schema"]), TabularPreprocessor(**manifest["preprocess"]["tabular"]))
         members = [_load_member(bundle, m, pre, dev) for m in manifest["members"]]
-        return cls(manifest, members, dev)
+        return cls(manifest, members, dev, pre)
 
     # -- public API -----------------------------------------------------------------------------
     @property
@@ -198,18 +196,9 @@ def _load_member(bundle: Path, entry: dict, pre: _Preprocessing, device: torch.d
                   batch_size=int(entry["eval_batch_size"]))
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _progress(total: int, enabled: bool | None):
     """A tqdm bar over rows x members on stderr; None: only when stderr is a terminal."""
-    if enabled is False or (enabled is None and not sys.stderr.isatty()):
-        return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="predict", unit="row", file=sys.stderr)
+    disable = enabled is False or (enabled is None and not sys.stderr.isatty())
+    return tqdm(total=total, desc="predict", unit="row", file=sys.stderr, disable=disable)

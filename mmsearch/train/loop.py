@@ -46,11 +46,11 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     tricks = build_tricks(cfg.enabled_tricks())
     sets = {part: RowDataset(data, part, image_size=model.image_size, tokenize=model.tokenize) for part in ("train", *EVAL_PARTS)}
     truth = {part: _decoded(data, sets[part].labels.numpy()) for part in EVAL_PARTS}
-    batch = max(1, cfg.optim.batch_size // ctx.world_size)
+    batch = cfg.optim.worker_batch(ctx.world_size)
     loader_args = dict(num_workers=cfg.train.loader_workers, persistent_workers=cfg.train.loader_workers > 0)
     shuffle = torch.Generator()
     train_loader = DataLoader(sets["train"], batch_size=batch, shuffle=True, drop_last=len(sets["train"]) > batch, generator=shuffle, **loader_args)
-    eval_loaders = {part: DataLoader(sets[part], batch_size=2 * batch, **loader_args) for part in EVAL_PARTS}
+    eval_loaders = {part: DataLoader(sets[part], batch_size=cfg.optim.eval_batch(ctx.world_size), **loader_args) for part in EVAL_PARTS}
 
     def evaluate(m, part="val"):
         """(predictions, loss, metric value, score = the value signed so that higher is better)."""
