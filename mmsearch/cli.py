@@ -158,9 +158,8 @@ def cmd_demo(args) -> int:
 def cmd_tricks(args) -> int:
     from dataclasses import fields
 
-    from .registry import TRICKS, load_all
+    from .registry import TRICKS
 
-    load_all()
     for name, cls in TRICKS:
         doc = (cls.__doc__ or "").strip().split("\n")[0]
         print(f"{name}: {doc}")

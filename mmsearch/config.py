@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from .errors import ConfigError
-from .registry import ENCODERS, FUSIONS, TRICKS, Registry, did_you_mean, load_all
+from .registry import ENCODERS, FUSIONS, TRICKS, Registry, did_you_mean
 
 NONE = "none"  # the value that switches a modality's encoder off
 
@@ -57,6 +57,10 @@ class TrainConfig:
     loader_workers: int = 0       # DataLoader worker processes per training worker
     max_steps_per_epoch: int = 0  # 0: whole epochs; >0 caps steps (smoke runs, benchmarks)
 
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs={self.epochs}: a trial trains at least 1 epoch")
+
 
 @dataclass(frozen=True)
 class TrickSetting:
@@ -80,7 +84,6 @@ class TrialConfig:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> "TrialConfig":
-        load_all()
         valid = set(valid_keys())
         unknown = sorted(k for k in flat if k not in valid)
         if unknown:
@@ -171,7 +174,6 @@ class TrialConfig:
 
 
 def valid_keys() -> list[str]:
-    load_all()
     keys = [f"{s}.{f.name}" for s, dc in SECTIONS.items() for f in fields(dc)]
     for ns, reg in ENTRY_REGISTRIES.items():
         for name, _ in reg:
@@ -182,7 +184,6 @@ def valid_keys() -> list[str]:
 
 
 def encoder_names(modality: str) -> list[str]:
-    load_all()
     return [n for n, cls in ENCODERS if cls.modality == modality]
 
 

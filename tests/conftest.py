@@ -77,7 +77,7 @@ def tiny_model(small_prepared, tiny):
 def make_state(**kw):
     import torch
 
-    from mmsearch.train.state import TrainState
+    from mmsearch.tricks import TrainState
 
     defaults = dict(problem_type="multiclass", device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
                     evaluate=lambda m: 0.0)

@@ -4,10 +4,9 @@ import yaml
 
 from mmsearch.config import TrialConfig
 from mmsearch.errors import ConfigError
-from mmsearch.registry import TRICKS, load_all
+from mmsearch.registry import TRICKS
 from mmsearch.search.space import SearchSpace
 
-load_all()
 
 
 @pytest.mark.parametrize("name", ["bag_of_tricks", "demo"])

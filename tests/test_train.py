@@ -49,7 +49,7 @@ def test_resume_continues_from_the_last_checkpoint(small_prepared, tiny, tmp_pat
     assert (tmp_path / "crashed" / "checkpoints" / "epoch_001").is_dir()
     resumed = train(trial, small_prepared.dir, LocalContext(tmp_path / "crashed"))
     epochs = [json.loads(l)["epoch"] for l in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2, 3, 3]  # epoch 1 not retrained; the last row is the final report
+    assert epochs == [1, 2, 3]  # epoch 1 not retrained; the last report is the final one
     straight = train(trial, small_prepared.dir, LocalContext(tmp_path / "straight"))
     assert resumed["val_loss"] == pytest.approx(straight["val_loss"], rel=1e-5)  # same run, interrupted or not
     np.testing.assert_allclose(np.load(tmp_path / "crashed/final/preds_val.npy"), np.load(tmp_path / "straight/final/preds_val.npy"), rtol=1e-4, atol=1e-6)

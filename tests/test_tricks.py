@@ -8,15 +8,14 @@ from conftest import make_state
 from torch import nn
 
 from mmsearch.config import TrialConfig
-from mmsearch.registry import TRICKS, load_all
+from mmsearch.registry import TRICKS
 from mmsearch.tricks import build_tricks
-from mmsearch.tricks.greedy_soup import average
-from mmsearch.tricks.kl_alignment import kl_alignment_loss
+from mmsearch.tricks.soup import average
+from mmsearch.tricks.align_kl import kl_alignment_loss
 from mmsearch.train.context import LocalContext
 from mmsearch.train.loop import train
 from mmsearch.train.optim import base_schedule, make_optimizer, param_specs
 
-load_all()
 DIMENSIONS = {"choice", "uniform", "loguniform", "randint", "grid"}
 
 
@@ -44,7 +43,7 @@ def test_contract_trains_with_finite_loss(name, small_prepared, tiny, tmp_path):
     final = train(trial, small_prepared.dir, LocalContext(tmp_path))
     assert math.isfinite(final["val_loss"]) and math.isfinite(final["holdout_loss"])
     history = [l for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert len(history) == 3  # two epochs + final
+    assert len(history) == 2  # one report per epoch; the last is the final one
 
 
 def test_contract_seeded_runs_repeat(small_prepared, tiny, tmp_path):
@@ -184,6 +183,24 @@ def test_modality_dropout_blanks_whole_modalities(tiny_model):
     assert (kept <= survivors).all()          # ...which is only ever an input that was there
     dropped_tab = ~out["num_mask"].any(1)
     assert (out["cat"][dropped_tab] == 0).all()  # categories -> the reserved missing id
+
+
+def test_modality_dropout_keep_one_keeps_a_modality_the_row_has(tiny_model):
+    """Rows that have one modality only (each a different one) never lose it with keep_one; the
+    same draws without keep_one blank them (p=1), so ignoring keep_one fails this test."""
+    from mmsearch.data import batch as inputs
+
+    _, batch = tiny_model
+    rows = torch.arange(len(batch["index"]))
+    only = {m: rows % 3 == i for i, m in enumerate(("image", "text", "tabular"))}  # row r has modality r % 3 only
+    for m in ("image", "text", "tabular"):
+        batch = inputs.without(batch, m, ~only[m])
+    has = torch.stack([inputs.present(batch, m) for m in ("image", "text", "tabular")], 1)
+    assert (has.sum(1) <= 1).all() and has.sum() >= 8  # (a row whose one input was missing anyway has none)
+    for keep_one, survivors in ((True, 1), (False, 0)):
+        out = trick("modality_dropout", p=1.0, keep_one=keep_one).on_batch(batch, make_state())
+        kept = torch.stack([inputs.present(out, m) for m in ("image", "text", "tabular")], 1)
+        assert (kept.sum(1) == survivors * has.sum(1)).all() and (kept <= has).all()
 
 
 def test_modality_dropout_rate(tiny_model):

@@ -193,9 +193,8 @@ def build_tuner(exp_dir: Path, *, restore: Path | None = None, name: str = "tune
                                         max_concurrent=settings.max_concurrent)
         if warm_start is not None:  # the study keeps every earlier trial: TPE goes on learning
             search_alg.restore_from_dir(str(warm_start.resolve()))
-    # max_t one past the last epoch: at max_t ASHA ends a trial, and a trial that reached its last
-    # epoch must still send its final report (soup + final predictions) after that epoch's report
-    scheduler = (ASHAScheduler(time_attr=TIME_ATTR, max_t=_max_epochs(space) + 1, grace_period=1, reduction_factor=2)
+    # the last epoch's report is the trial's final one (soup + final predictions): max_t = epochs
+    scheduler = (ASHAScheduler(time_attr=TIME_ATTR, max_t=_max_epochs(space), grace_period=1, reduction_factor=2)
                  if settings.scheduler == "asha" else FIFOScheduler())
     return tune.Tuner(
         trainable,

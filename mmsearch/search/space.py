@@ -27,7 +27,7 @@ import yaml
 
 from ..config import TrialConfig
 from ..errors import ConfigError
-from ..registry import TRICKS, did_you_mean, load_all
+from ..registry import TRICKS, did_you_mean
 
 KINDS = ("choice", "uniform", "loguniform", "randint", "grid")
 SECTIONS = ("fixed", "search", "tricks")
@@ -106,7 +106,6 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "<dict>") -> "SearchSpace":
-        load_all()
         unknown = [k for k in data if k not in SECTIONS]
         if unknown:
             raise ConfigError(f"{source}: unknown section {unknown[0]!r}{did_you_mean(unknown[0], list(SECTIONS))}; sections: {', '.join(SECTIONS)}")

@@ -21,11 +21,10 @@ from ..config import TrialConfig
 from ..data.dataset import RowDataset
 from ..data.prepare import PreparedData
 from ..models.model import build_model
-from ..tricks import build_tricks
+from ..tricks import TrainState, build_tricks
 from . import checkpoint
 from .evaluate import autocast, predict, task_loss, to_device
 from .optim import base_schedule, make_optimizer, param_specs
-from .state import TrainState
 
 EVAL_PARTS = ("val", "holdout")
 
@@ -60,7 +59,8 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
         return preds, loss, value, value if metric_fns.higher_is_better(metric) else -value
 
     state = TrainState(problem_type=problem, device=ctx.device, generator=torch.Generator(),
-                       evaluate=lambda m: evaluate(m)[3], rank=ctx.rank, world_size=ctx.world_size)
+                       evaluate=lambda m: evaluate(m)[3], modalities=tuple(model.fusion.modalities),
+                       rank=ctx.rank, world_size=ctx.world_size)
     for t in tricks:
         model = t.configure_model(model, state)
     model.to(ctx.device)
@@ -93,7 +93,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
 
     ddp_model = ctx.prepare_model(model)
 
-    # -- epochs -------------------------------------------------------------------------------
+    # -- epochs: one report each; the last one, after after_fit, is the final report ---------------
     for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
         state.epoch = epoch
         t0 = time.perf_counter()
@@ -118,32 +118,29 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
             f"holdout_{metric}": values["holdout"], "train_loss": train_loss,
             "lr": optimizer.param_groups[-1]["lr"], "epoch_time_s": time.perf_counter() - t0, **state.pop_logs(),
         }
-        history.append(row)
+        history.append(row)  # the epoch's own weights: the learning curve
         _say(ctx, f"epoch {epoch}/{cfg.train.epochs}  train_loss {train_loss:.4f}  val_{metric} {row[f'val_{metric}']:.4f}  "
                   f"val_loss {losses['val']:.4f}  ({row['epoch_time_s']:.1f} s)")
+        if epoch < cfg.train.epochs:
+            report = {**row, "final": False}
+            trainer = {"epoch": epoch, "step": state.step, "history": history, "finished": False}
+            resume_state = dict(optimizer=optimizer, scheduler=scheduler, tricks=tricks)
+        else:  # after fit (soup etc.): the final model's scores replace the epoch's in the report
+            for t in tricks:
+                model = t.after_fit(model, state)
+            final = {}
+            for part in EVAL_PARTS:
+                preds[part], final[f"{part}_loss"], final[f"{part}_{metric}"], final[f"{part}_score"] = evaluate(model, part)
+            report = {**row, **final, "final": True, "world_size": ctx.world_size, **state.info}
+            _say(ctx, f"final  val_{metric} {report[f'val_{metric}']:.4f}  holdout_{metric} {report[f'holdout_{metric}']:.4f}")
+            trainer = {"epoch": epoch, "step": state.step, "history": history, "finished": True, "final_metrics": report}
+            resume_state = {}  # a finished run is never trained further
         ckpt = None
         if ctx.rank == 0:
-            ckpt = checkpoint.write(ctx.scratch_dir(), model=model, preds=preds, optimizer=optimizer, scheduler=scheduler,
-                                    tricks=tricks, trainer={"epoch": epoch, "step": state.step, "history": history, "finished": False})
+            ckpt = checkpoint.write(ctx.scratch_dir(), model=model, preds=preds, trainer=trainer, **resume_state)
             cfg.save(ckpt / "config.json")
-        ctx.report({**row, "final": False}, ckpt)
-
-    # -- after fit: soup etc., final predictions ----------------------------------------------
-    for t in tricks:
-        model = t.after_fit(model, state)
-    preds, final = {}, {}
-    for part in EVAL_PARTS:
-        preds[part], final[f"{part}_loss"], final[f"{part}_{metric}"], final[f"{part}_score"] = evaluate(model, part)
-    final.update(epoch=cfg.train.epochs, final=True, metric=metric, world_size=ctx.world_size, **state.info)
-    _say(ctx, f"final  val_{metric} {final[f'val_{metric}']:.4f}  holdout_{metric} {final[f'holdout_{metric}']:.4f}")
-    ckpt = None
-    if ctx.rank == 0:
-        ckpt = checkpoint.write(ctx.scratch_dir(), model=model, preds=preds,
-                                trainer={"epoch": cfg.train.epochs, "step": state.step, "history": history,
-                                         "finished": True, "final_metrics": final})
-        cfg.save(ckpt / "config.json")
-    ctx.report(final, ckpt)
-    return final
+        ctx.report(report, ckpt)
+    return report
 
 
 def _train_epoch(model, loader, optimizer, scheduler, tricks, state, cfg, max_steps: int) -> float:

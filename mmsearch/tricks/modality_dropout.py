@@ -4,17 +4,19 @@ from dataclasses import dataclass
 
 import torch
 
-from . import Trick, register_trick
+from ..data import batch as inputs
+from . import Stage, Trick, register_trick
 
 
 @register_trick
 class ModalityDropout(Trick):
     """During training only, blank each modality of each row with probability p: the image
     becomes missing (zero image), the text empty, numbers their imputed value, categories the
-    reserved "missing" id. With keep_one (default) a row never loses every modality: if all were
-    drawn, one of them, chosen at random, is kept, so no row is pure noise."""
+    reserved "missing" id. With keep_one (default) a row never loses every modality it has: when
+    all of a row's present modalities are drawn, one of them, chosen at random, is kept, so no
+    row becomes pure noise. Rows that had a single modality keep it."""
     name = "modality_dropout"
-    order = 10  # before input-level tricks that read the masks
+    stage = Stage.INPUTS  # before tricks that read which inputs a row has
 
     @dataclass(frozen=True)
     class Config:
@@ -24,32 +26,19 @@ class ModalityDropout(Trick):
     space = {"p": {"uniform": [0.1, 0.5]}}
 
     def on_batch(self, batch: dict, state) -> dict:
-        present = [m for m in ("image", "text", "tabular") if _has(batch, m)]
-        if not present:
+        modalities = [m for m in inputs.carried(batch) if not state.modalities or m in state.modalities]
+        if not modalities:
             return batch
-        b = batch["label"].shape[0]
-        drop = torch.rand(b, len(present), generator=state.generator) < self.config.p
-        if self.config.keep_one and len(present) > 1:
-            all_dropped = drop.all(1)
-            keep = torch.randint(len(present), (b,), generator=state.generator)
-            drop[all_dropped, keep[all_dropped]] = False
-        batch = dict(batch)
-        for j, m in enumerate(present):
-            rows = drop[:, j].to(batch["label"].device)
-            if m == "image":
-                batch["image_mask"] = batch["image_mask"] & ~rows.unsqueeze(1)
-            elif m == "text":
-                batch["text_mask"] = batch["text_mask"] & ~rows
-            else:
-                batch["num_mask"] = batch["num_mask"] & ~rows.unsqueeze(1)
-                batch["cat"] = torch.where(rows.unsqueeze(1), torch.zeros_like(batch["cat"]), batch["cat"])
-        state.log("modality_dropped", float(drop.float().mean()))
+        device = batch["index"].device
+        has = torch.stack([inputs.present(batch, m) for m in modalities], 1).cpu()  # [B, M]
+        drop = (torch.rand(has.shape, generator=state.generator) < self.config.p) & has
+        if self.config.keep_one:
+            lost_all = has.any(1) & ~(has & ~drop).any(1)
+            # one of the row's present modalities, uniformly: the argmax of random scores over them
+            pick = torch.rand(has.shape, generator=state.generator).masked_fill(~has, -1.0).argmax(1)
+            drop[lost_all, pick[lost_all]] = False
+        for j, m in enumerate(modalities):
+            if drop[:, j].any():
+                batch = inputs.without(batch, m, drop[:, j].to(device))
+        state.log("modality_dropped", float(drop.sum() / has.sum().clamp_min(1)))
         return batch
-
-
-def _has(batch: dict, modality: str) -> bool:
-    if modality == "image":
-        return "image_mask" in batch and batch["image_mask"].shape[1] > 0
-    if modality == "text":
-        return "text_mask" in batch
-    return batch["num"].shape[1] + batch["cat"].shape[1] > 0

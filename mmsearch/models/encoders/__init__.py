@@ -92,4 +92,3 @@ def mean_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
-from . import clip_pair, ft_transformer, hf_text, timm_image  # noqa: E402,F401  (register entries)

@@ -29,4 +29,3 @@ class Fusion(nn.Module):
         self.modalities = sorted(dims)
 
 
-from . import early, late_mlp  # noqa: E402,F401  (register entries)

@@ -5,7 +5,7 @@ from typing import Literal
 
 import torch
 
-from . import Trick, register_trick
+from . import Stage, Trick, register_trick
 
 
 @register_trick
@@ -15,7 +15,7 @@ class GreedySoup(Trick):
     averaged weights does not get worse; uniform: average all top_k; best: the best one alone.
     Floats are averaged in float64; integer buffers (e.g. num_batches_tracked) come from the best."""
     name = "soup"
-    order = 1000  # after_fit last: the soup is the final model
+    stage = Stage.FINAL_WEIGHTS  # after_fit last: the soup is the final model
 
     @dataclass(frozen=True)
     class Config:

@@ -1,0 +1,143 @@
+"""The hook contract between the training loop and the tricks.
+
+A trick is a class with a ``name`` (its module's name), a frozen ``Config`` dataclass, default
+search dimensions (``space``) and any of the hooks below. Every hook has a default that leaves
+training unchanged, so a trick overrides only the one or two it needs. The loop (train/loop.py)
+calls the hooks of all enabled tricks in the order of ``Trick.stage``, then name, at these points
+of a trial's life:
+
+    configure_model -> param_groups -> lr_schedule          once, before the first epoch
+    per epoch:  per training step: on_batch -> (forward) -> on_loss -> (backward) -> before_step
+                after validation:  on_epoch_end
+    after_fit                                               once, after the last epoch
+
+A resumed trial (restart after a crash, `mmsearch resume`) runs the once-before hooks again on a
+freshly built model, then restores the trick's ``state_dict`` from the checkpoint.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # tricks sit below the models in the import graph: types only
+    from ..models.fusion import ModelOutput
+
+Schedule = Callable[[int], float]  # optimizer step (0-based) -> learning-rate factor
+
+
+class Stage(IntEnum):
+    """Where a trick's hooks run relative to other tricks' (same stage: by name)."""
+    INPUTS = 0         # changes which inputs a row has (e.g. modality dropout): before tricks that read them
+    DEFAULT = 1
+    FINAL_WEIGHTS = 2  # decides the final weights in after_fit (e.g. the soup): after every other trick
+
+
+@dataclass
+class ParamSpec:
+    """One trainable parameter and how the optimizer treats it. `depth` counts layers from the
+    output: fusion and heads 0, an encoder's top block 1, ..., its embeddings deepest."""
+    name: str
+    param: nn.Parameter
+    depth: int
+    weight_decay: float
+    lr_scale: float = 1.0
+
+
+@dataclass
+class TrainState:
+    """What tricks can see (and, where said, change) during a run. One per worker process."""
+    problem_type: str                     # binary | multiclass | regression
+    device: torch.device
+    generator: torch.Generator            # CPU generator for tricks' randomness, seeded per (epoch, rank)
+    evaluate: Callable[[nn.Module], float]  # validation score of a model, higher is better
+    modalities: tuple[str, ...] = ()      # the modalities the model encodes ("image", "text", "tabular")
+    rank: int = 0
+    world_size: int = 1
+    epoch: int = 0                        # the epoch being trained / just finished (1-based)
+    step: int = 0                         # optimizer steps done
+    total_steps: int = 0
+    val_score: float | None = None        # the latest validation score (set before on_epoch_end)
+    loss_weights: dict[str, float] = field(default_factory=dict)  # "fused" / modality -> weight (default 1)
+    info: dict[str, Any] = field(default_factory=dict)            # facts for the final report (JSON values)
+    _logs: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def log(self, key: str, value: float) -> None:
+        """A per-step quantity; its epoch mean is reported with the epoch's metrics."""
+        self._logs[key].append(value)
+
+    def pop_logs(self) -> dict[str, float]:
+        out = {k: sum(v) / len(v) for k, v in self._logs.items() if v}
+        self._logs.clear()
+        return out
+
+
+class Trick:
+    """Base class of every trick. Subclasses set ``name``, ``Config`` and optionally ``space``
+    and ``stage``, and override the hooks they need."""
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    space: ClassVar[dict[str, Any]] = {}  # default search dimensions of the trick's parameters
+    stage: ClassVar[Stage] = Stage.DEFAULT
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    # -- once, before training ------------------------------------------------------------------
+    def configure_model(self, model: nn.Module, state: TrainState) -> nn.Module:
+        """Once, after the model is built (on the CPU, before DDP wrapping and before the
+        optimizer exists). May change the model in place or return another one; the returned
+        model is the one trained, checkpointed and exported."""
+        return model
+
+    def param_groups(self, params: list[ParamSpec], state: TrainState) -> list[ParamSpec]:
+        """Once, before the optimizer is built. May change each spec's ``lr_scale`` and
+        ``weight_decay`` in place (or return new specs); the optimizer's groups are built from the
+        returned list. Every trainable parameter must stay in it exactly once."""
+        return params
+
+    def lr_schedule(self, schedule: Schedule, total_steps: int) -> Schedule:
+        """Once, before training: wrap the learning-rate factor schedule (step -> factor of each
+        group's lr). Return the schedule to use; do not call it with side effects."""
+        return schedule
+
+    # -- each training step ------------------------------------------------------------------------
+    def on_batch(self, batch: dict, state: TrainState) -> dict:
+        """Each training batch, on the device, before the forward pass; never at evaluation.
+        Return the batch to train on. Take a copy (``dict(batch)``, new tensors) before changing
+        anything: the loader may reuse the tensors. Read and change the batch's inputs through
+        the helpers in mmsearch.data.batch, which know its keys."""
+        return batch
+
+    def on_loss(self, loss: torch.Tensor, out: "ModelOutput", batch: dict, state: TrainState) -> torch.Tensor:
+        """Each training step, inside autocast, after the task loss: return the loss to
+        backpropagate (e.g. ``loss + weight * term``). ``out`` is the model's output on ``batch``
+        (the batch returned by on_batch); do not change them."""
+        return loss
+
+    def before_step(self, model: nn.Module, state: TrainState) -> None:
+        """Each training step, after backward (gradients are all-reduced under DDP, so identical on
+        every rank) and before the optimizer step. May change gradients in place (e.g. clip them)."""
+
+    # -- each epoch ----------------------------------------------------------------------------------
+    def on_epoch_end(self, model: nn.Module, state: TrainState) -> None:
+        """After each epoch's validation (``state.val_score`` and ``state.epoch`` are set), before
+        the epoch's checkpoint is written. Must not change the model's weights (take copies)."""
+
+    # -- once, after training ------------------------------------------------------------------
+    def after_fit(self, model: nn.Module, state: TrainState) -> nn.Module:
+        """Once, after the last epoch's validation. May return different weights (e.g. a soup);
+        the returned model is evaluated, its predictions saved and its weights exported."""
+        return model
+
+    # -- checkpointing of the trick's own state (loaded with torch.load(weights_only=True)) ------
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values to restore on resume (saved with every epoch checkpoint)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
