@@ -2,7 +2,7 @@
 
 Why not sklearn: this module is imported by the ensemble code and by lightweight
 drivers that must not pull heavy dependencies, and the Caruana fast path
-(`mmsearch.ensemble.caruana`) re-implements these exact formulas in vectorised
+(`mmsearch.ensemble._scorers`) re-implements these exact formulas in vectorised
 form, so keeping one small reference definition here makes the two easy to compare.
 
 Conventions

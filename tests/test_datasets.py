@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 
 from mmsearch import datasets as D
+from mmsearch.datasets import cloth as cloth_mod, emoji as emoji_mod, fetch
+from mmsearch.errors import DataError
 
 RED_HALF = (255, 0, 0, 128)
 
@@ -114,7 +116,7 @@ def test_cache_dir_env(monkeypatch, tmp_path):
 def test_build_emoji_table(tmp_path):
     pkg = _fake_package(tmp_path / "src")
     out = tmp_path / "out"
-    df = D._build_emoji_table(pkg, out)
+    df = emoji_mod._build_emoji_table(pkg, out)
     _check_emoji_table(df, out)
     assert not (out / "img" / "1f3fc.png").exists()  # Component image not copied
 
@@ -134,7 +136,7 @@ def _fake_tarball(path: Path) -> None:
 
 def test_load_emoji_from_cached_tarball(tmp_path, monkeypatch):
     # a tarball already in the cache is used instead of npm; npm must not be called
-    monkeypatch.setattr(D.shutil, "which", lambda *_: pytest.fail("npm looked up"))
+    monkeypatch.setattr(fetch.shutil, "which", lambda *_: pytest.fail("npm looked up"))
     (tmp_path / "emoji").mkdir()
     _fake_tarball(tmp_path / "emoji" / D.EMOJI_TARBALL)
     ds = D.load_emoji(cache=tmp_path)
@@ -149,8 +151,8 @@ def test_load_emoji_from_cached_tarball(tmp_path, monkeypatch):
 
 
 def test_load_emoji_without_npm(tmp_path, monkeypatch):
-    monkeypatch.setattr(D.shutil, "which", lambda *_: None)
-    with pytest.raises(RuntimeError, match="npm pack emoji-datasource-google@16.0.0"):
+    monkeypatch.setattr(fetch.shutil, "which", lambda *_: None)
+    with pytest.raises(DataError, match="npm pack emoji-datasource-google@16.0.0"):
         D.load_emoji(cache=tmp_path)
     assert not (tmp_path / "emoji" / "emoji.csv").exists()
 
@@ -175,18 +177,18 @@ def _raw_cloth() -> pd.DataFrame:
 def test_build_cloth_table_labels():
     raw = _raw_cloth()
     raw.insert(0, "Unnamed: 0", range(len(raw)))
-    b = D._build_cloth_table(raw, "Recommended IND")
+    b = cloth_mod._build_cloth_table(raw, "Recommended IND")
     assert "Rating" not in b and "Clothing ID" not in b and "Unnamed: 0" not in b
     assert b["Recommended IND"].tolist() == [1, 1, 0, 0]
     assert {"Title", "Review Text", "Age", "Class Name"} <= set(b.columns)
-    r = D._build_cloth_table(raw, "Rating")
+    r = cloth_mod._build_cloth_table(raw, "Rating")
     assert "Recommended IND" not in r and "Clothing ID" not in r and r["Rating"].tolist() == [4, 5, 3, 2]
     with pytest.raises(ValueError, match="Rating"):
-        D._build_cloth_table(raw, "Age")
+        cloth_mod._build_cloth_table(raw, "Age")
 
 
 def test_load_cloth_from_cached_wheel(tmp_path, monkeypatch):
-    monkeypatch.setattr(D.subprocess, "run", lambda *a, **k: pytest.fail("pip called"))
+    monkeypatch.setattr(fetch.subprocess, "run", lambda *a, **k: pytest.fail("pip called"))
     buf = io.BytesIO()
     _raw_cloth().to_parquet(buf, compression="brotli")
     (tmp_path / "cloth").mkdir()

@@ -26,7 +26,7 @@ from ..data.dataset import RowDataset
 from ..data.prepare import read_table
 from ..data.schema import Schema
 from ..data.tabular import TabularPreprocessor, TargetEncoder
-from ..ensemble.build import blend
+from ..ensemble.blending import blend
 from ..errors import DataError
 from ..models.model import MultimodalModel, build_model
 from ..train.evaluate import infer

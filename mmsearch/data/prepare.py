@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .._atomic import atomic_dir
 from ..errors import DataError
 from .images import check_images, resolve_paths
 from .schema import Schema, infer_schema
@@ -153,17 +151,9 @@ def prepare(
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{out} exists and is not empty; choose a new directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         df.to_parquet(tmp / "table.parquet", index=False)
         (tmp / "schema.json").write_text(schema.to_json())
         (tmp / "split.json").write_text(json.dumps({p: split[p].tolist() for p in PARTS}))
         (tmp / "preprocess.json").write_text(json.dumps({"tabular": tabular.to_dict(), "target": target.to_dict()}, indent=1))
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return PreparedData(out, df, schema, split, tabular, target)

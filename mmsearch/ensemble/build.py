@@ -19,7 +19,8 @@ import numpy as np
 from .. import metrics
 from ..errors import MMSearchError
 from ..search.pool import PoolEntry, load_pool
-from .caruana import CaruanaEnsemble, _weighted_average
+from .blending import blend
+from .caruana import CaruanaEnsemble
 from .learned import LearnedWeightsEnsemble
 
 ENSEMBLE_FILE = Path("ensemble") / "ensemble.json"
@@ -28,12 +29,6 @@ CARUANA_STEPS = 50
 # learned weights are all positive (softmax); a member under this share changes no prediction
 # noticeably but would cost a whole model at predict time, so it is dropped (and the rest renormalised)
 LEARNED_MIN_WEIGHT = 1e-3
-
-
-def blend(weights, preds) -> np.ndarray:
-    """sum_m w_m P_m (float64) over members in the given order. Scoring here and predicting from
-    an exported bundle both call this, so the bundle reproduces these predictions exactly."""
-    return _weighted_average(np.asarray(weights, dtype=np.float64), np.stack(preds))
 
 
 def build_ensemble(exp_dir: str | Path, *, size: int | None = None, method: str = "caruana") -> dict:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmsearch import metrics as _metrics
-from mmsearch.ensemble.caruana import _weighted_average
+from mmsearch.ensemble.blending import blend
 
 __all__ = ["LearnedWeightsEnsemble"]
 
@@ -133,4 +133,4 @@ class LearnedWeightsEnsemble:
     def predict(self, preds) -> np.ndarray:
         if not hasattr(self, "weights_"):
             raise RuntimeError("LearnedWeightsEnsemble is not fitted")
-        return _weighted_average(self.weights_, preds)
+        return blend(self.weights_, preds)
