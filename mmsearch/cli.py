@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("resume", help="continue an interrupted search (finished trials are kept), or extend it (--more)")
     r.add_argument("exp_dir")
     r.add_argument("--address")
-    r.add_argument("--more", type=int, default=0, metavar="N", help="then extend the search by N new trials (TPE keeps its history)")
+    r.add_argument("--more", type=int, default=0, metavar="N",
+                   help="then extend the search by N new trials (TPE keeps its history; a grid has none to add)")
     r.set_defaults(fn=cmd_resume)
 
     st = sub.add_parser("status", help="the leaderboard of an experiment (no cluster needed)")

@@ -120,6 +120,15 @@ def test_resume_starts_the_search_when_tune_never_saved_it(tmp_path, small_table
         assert [p.name for p in experiment.tune_runs(exp)] == ["tune"] and leaderboard(exp).count("TERMINATED") == 1, case
 
 
+def test_an_extension_tune_never_saved_is_removed_and_the_saved_runs_kept(tmp_path, capsys):
+    (tmp_path / "tune").mkdir()
+    (tmp_path / "tune" / "tuner.pkl").write_bytes(b"")  # all Tune's can_restore looks for
+    (tmp_path / "tune_2").mkdir()  # `resume --more N` died before its Tuner saved itself
+    assert [p.name for p in experiment._saved_runs(tmp_path, more=0)] == ["tune"]
+    assert not (tmp_path / "tune_2").exists()
+    assert f"`mmsearch resume {tmp_path} --more N` extends the search" in capsys.readouterr().out
+
+
 def _pids_running(name):
     from pathlib import Path
 

@@ -214,9 +214,10 @@ def run(exp_dir: str | Path, *, address: str | None = None, restore: bool = Fals
     settings = Settings.load(exp)
     space = SearchSpace.load(exp / "space.yaml")
     if more and SEARCHERS[settings.searcher].finite:
+        open_ended = " or ".join(name for name, searcher in SEARCHERS.items() if not searcher.finite)
         raise ConfigError(f"--more: a {settings.searcher} search runs its {space.size()} points {settings.num_samples} "
                           f"time(s) each and has no new points to add (`mmsearch resume {exp}` finishes an interrupted one); to "
-                          f"search further, start a new experiment with a larger grid, or with --searcher tpe or random")
+                          f"search further, start a new experiment with a larger grid, or with --searcher {open_ended}")
     init_ray(settings, address)
     runs = _saved_runs(exp, more) if restore else []
     if runs:
@@ -239,6 +240,7 @@ def _saved_runs(exp: Path, more: int) -> list[Path]:
     while runs and not Tuner.can_restore(str(runs[-1].resolve())):
         unsaved = runs.pop()
         shutil.rmtree(unsaved)
-        again = "starting the search" if not runs else "extending it" if more else f"`mmsearch resume {exp} --more N` extends the search"
+        again = ("starting the search" if not runs else "extending it" if more
+                 else f"`mmsearch resume {exp} --more N` extends the search")
         print(f"[mmsearch] {unsaved} held no saved Tune state (its driver stopped before the first save): removed; {again}")
     return runs
