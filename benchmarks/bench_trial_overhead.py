@@ -65,7 +65,7 @@ def search(work: Path, table: Path, trial: dict, runner: str, trials: int) -> di
     experiment.init_ray(settings, None)
     ray_init = time.perf_counter() - t0
     t1 = time.perf_counter()
-    results = experiment.build_tuner(exp).fit()
+    results = experiment.build_tuner(exp, settings, experiment.SearchSpace.load(space)).fit()
     wall = time.perf_counter() - t1
     ray.shutdown()
     print(f"search ({runner}, {trials} trials): Tuner.fit {wall:.1f} s, ray.init {ray_init:.1f} s", flush=True)

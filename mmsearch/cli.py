@@ -79,13 +79,11 @@ def _prepare_kw(args) -> dict:
 
 
 def cmd_search(args) -> int:
+    from dataclasses import fields
+
     from .search import experiment
 
-    settings = experiment.Settings(
-        searcher=args.searcher, scheduler=args.scheduler, num_samples=args.num_samples, time_budget_s=args.time_budget_s,
-        max_concurrent=args.max_concurrent, workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
-        gpus_per_worker=args.gpus_per_worker, max_failures=args.max_failures, seed=args.seed,
-        runner=args.runner)
+    settings = experiment.Settings(**{f.name: getattr(args, f.name) for f in fields(experiment.Settings)})
     source, label = _table(args)
     exp = experiment.create(source, label, args.space, Path(args.storage) / args.name, settings, **_prepare_kw(args))
     print(f"[mmsearch] experiment {exp}: {settings.num_samples} trials, {settings.searcher} + {settings.scheduler}")
@@ -171,6 +169,10 @@ def cmd_tricks(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .search.algorithms import SCHEDULERS, SEARCHERS
+    from .search.experiment import RUNNERS, Settings
+
+    default = Settings()  # the search options' defaults: the CLI never restates them
     p = argparse.ArgumentParser(prog="mmsearch", description="Search over the bag of tricks for multimodal AutoML.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -200,26 +202,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--space", required=True, help="search space YAML (see search_spaces/)")
     s.add_argument("--name", required=True, help="experiment name: the folder STORAGE/NAME")
     s.add_argument("--storage", default="runs", help="where experiments live (default ./runs)")
-    s.add_argument("--num-samples", type=int, default=8)
-    s.add_argument("--time-budget-s", type=float, default=0.0, help="stop starting trials after this many seconds (0: none)")
-    s.add_argument("--searcher", choices=["tpe", "random", "grid"], default="tpe")
-    s.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
-    s.add_argument("--max-concurrent", type=int, default=1)
-    s.add_argument("--workers-per-trial", type=int, default=1)
-    s.add_argument("--cpus-per-worker", type=float, default=0.0, help="0 (default): a node's CPUs shared by the concurrent trials' workers")
-    s.add_argument("--gpus-per-worker", type=float, default=0.0)
-    s.add_argument("--max-failures", type=int, default=1, help="restarts of a trial from its last checkpoint")
-    s.add_argument("--runner", choices=["auto", "ray-train"], default="auto",
+    s.add_argument("--num-samples", type=int, default=default.num_samples, help="trials (grid: repeats of the whole grid)")
+    s.add_argument("--time-budget-s", type=float, default=default.time_budget_s, help="stop starting trials after this many seconds (0: none)")
+    s.add_argument("--searcher", choices=list(SEARCHERS), default=default.searcher)
+    s.add_argument("--scheduler", choices=list(SCHEDULERS), default=default.scheduler)
+    s.add_argument("--max-concurrent", type=int, default=default.max_concurrent)
+    s.add_argument("--workers-per-trial", type=int, default=default.workers_per_trial)
+    s.add_argument("--cpus-per-worker", type=float, default=default.cpus_per_worker,
+                   help="0: a node's CPUs shared by the concurrent trials' workers (default: %(default)s)")
+    s.add_argument("--gpus-per-worker", type=float, default=default.gpus_per_worker)
+    s.add_argument("--max-failures", type=int, default=default.max_failures, help="restarts of a trial from its last checkpoint")
+    s.add_argument("--runner", choices=list(RUNNERS), default=default.runner,
                    help="auto: a one-worker trial trains in its Tune trial process, several workers run under Ray Train "
                         "(DDP); ray-train: every trial runs under Ray Train")
     s.add_argument("--address", help="an existing Ray cluster (its head must advertise the trial_slot resource)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=default.seed)
     s.set_defaults(fn=cmd_search)
 
     r = sub.add_parser("resume", help="continue an interrupted search (finished trials are kept), or extend it (--more)")
     r.add_argument("exp_dir")
     r.add_argument("--address")
-    r.add_argument("--more", type=int, default=0, metavar="N", help="then extend the search by N new trials (TPE keeps its history)")
+    r.add_argument("--more", type=int, default=0, metavar="N",
+                   help="then extend the search by N new trials (TPE keeps its history; a grid has none to add)")
     r.set_defaults(fn=cmd_resume)
 
     st = sub.add_parser("status", help="the leaderboard of an experiment (no cluster needed)")

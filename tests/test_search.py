@@ -100,6 +100,35 @@ def test_resume_after_the_driver_is_killed(tmp_path, small_table):
     assert "TERMINATED" in r.stdout
 
 
+def test_resume_starts_the_search_when_tune_never_saved_it(tmp_path, small_table):
+    """The driver died before Tune's first save: before the Tuner existed (no tune/), or before it
+    wrote its tuner.pkl (an empty tune/: Tune cannot restore it). `resume` starts the search."""
+    import ray
+
+    space = _space(tmp_path, epochs=1)
+    settings = experiment.Settings(searcher="random", scheduler="fifo", num_samples=1)
+    exps = {case: experiment.create(small_table, "label", space, tmp_path / case, settings) for case in ("no_tune_dir", "empty_tune_dir")}
+    (exps["empty_tune_dir"] / "tune").mkdir()
+    try:
+        for exp in exps.values():
+            experiment.run(exp, restore=True)
+    finally:
+        ray.shutdown()
+    for case, exp in exps.items():
+        (entry,) = load_pool(exp)
+        assert entry.finished, case
+        assert [p.name for p in experiment.tune_runs(exp)] == ["tune"] and leaderboard(exp).count("TERMINATED") == 1, case
+
+
+def test_an_extension_tune_never_saved_is_removed_and_the_saved_runs_kept(tmp_path, capsys):
+    (tmp_path / "tune").mkdir()
+    (tmp_path / "tune" / "tuner.pkl").write_bytes(b"")  # all Tune's can_restore looks for
+    (tmp_path / "tune_2").mkdir()  # `resume --more N` died before its Tuner saved itself
+    assert [p.name for p in experiment._saved_runs(tmp_path, more=0)] == ["tune"]
+    assert not (tmp_path / "tune_2").exists()
+    assert f"`mmsearch resume {tmp_path} --more N` extends the search" in capsys.readouterr().out
+
+
 def _pids_running(name):
     from pathlib import Path
 
@@ -182,3 +211,15 @@ def test_a_finished_search_is_extended_and_tpe_keeps_its_history(tmp_path, small
     study = pickle.loads(state.read_bytes())["_ot_study"]  # our own experiment's searcher state
     assert len(study.trials) == 4  # the new run's study continued from the first run's two trials
     assert leaderboard(exp).count("TERMINATED") == 4
+
+
+def test_more_on_a_grid_search_is_refused_before_anything_runs(tmp_path, small_table, capsys):
+    from mmsearch import cli
+
+    space = _space(tmp_path, epochs=1, search={"optim.lr": {"grid": [3e-3, 2e-3]}})
+    exp = experiment.create(small_table, "label", space, tmp_path / "exp", experiment.Settings(searcher="grid", scheduler="fifo", num_samples=3))
+    assert cli.main(["resume", str(exp), "--more", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "a grid search runs its 2 points 3 time(s) each and has no new points to add" in err
+    assert "--searcher tpe or random" in err
+    assert experiment.tune_runs(exp) == []  # refused before Ray or Tune started

@@ -71,3 +71,35 @@ def test_load_reports_the_file(tmp_path):
     path.write_text(yaml.safe_dump({"tricks": {"grad_clip": {"max_norm": {"choice": [1.0, "big"]}}}}))
     with pytest.raises(ConfigError, match=r"bad.yaml.*tricks.grad_clip.max_norm='big' should be float"):
         SearchSpace.load(path)
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("fixed", "tricks.soup.enabled", True),
+    ("fixed", "tricks.soup.method", "best"),
+    ("search", "tricks.soup.method", {"choice": ["greedy", "best"]}),
+])
+def test_a_trick_set_in_two_places_names_both(section, key, value):
+    with pytest.raises(ConfigError, match=rf"'soup' is set in two places, {section}: {key} and tricks: soup"):
+        SearchSpace.from_dict({section: {key: value}, "tricks": {"soup": "search"}})
+
+
+def test_a_trick_set_in_fixed_alone_is_fine():
+    space = SearchSpace.from_dict({"fixed": {"tricks.soup.enabled": True, "tricks.soup.method": "best"},
+                                   "tricks": {"grad_clip": "search"}})
+    assert space.grid()[0]["tricks.soup.method"] == "best"
+
+
+# A shipped space may search a trick's parameter over other values than the trick's own `space`
+# only on purpose: trick name -> the reason (also written next to the entry in the YAML).
+DIFFERS_ON_PURPOSE: dict[str, str] = {}
+
+
+@pytest.mark.parametrize("name", ["bag_of_tricks", "demo"])
+def test_shipped_spaces_search_tricks_over_their_own_space(name):
+    space = SearchSpace.load(f"search_spaces/{name}.yaml")
+    for t in space.tricks:
+        if t.name in DIFFERS_ON_PURPOSE:
+            continue
+        own = {f"tricks.{t.name}.{k}": (kind, tuple(args)) for k, spec in TRICKS.get(t.name).space.items() for kind, args in spec.items()}
+        searched = {d.key: (d.kind, d.args) for d in t.dims}
+        assert searched == own, f"{name}.yaml searches {t.name} over {searched}, its own space is {own}"

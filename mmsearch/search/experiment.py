@@ -26,20 +26,20 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConfigError
+from .algorithms import METRIC, MODE, SCHEDULERS, SEARCHERS
 from .space import SearchSpace
 
 SETTINGS_FILE = "experiment.json"
-METRIC, MODE, TIME_ATTR = "val_score", "max", "epoch"  # val_score: higher is better for every metric
+RUNNERS = ("auto", "ray-train")  # auto: one-worker trials train in the trial process | ray-train: always Ray Train
 TRIAL_RESOURCE = "trial_slot"  # trial drivers take one of these, never a CPU (no 2-core deadlock)
 
 
 @dataclass
 class Settings:
-    searcher: str = "tpe"           # tpe | random | grid
-    scheduler: str = "asha"         # asha | fifo
+    searcher: str = "tpe"           # a name in algorithms.SEARCHERS
+    scheduler: str = "asha"         # a name in algorithms.SCHEDULERS
     num_samples: int = 8            # trials (grid: repeats of the whole grid)
     time_budget_s: float = 0.0      # 0: no budget
     max_concurrent: int = 1
@@ -48,17 +48,15 @@ class Settings:
     gpus_per_worker: float = 0.0
     max_failures: int = 1           # restarts from the last checkpoint, per trial
     seed: int = 0
-    runner: str = "auto"            # auto: one-worker trials train in the trial process | ray-train: always Ray Train
+    runner: str = "auto"            # a name in RUNNERS
 
     def __post_init__(self):
-        if self.searcher not in ("tpe", "random", "grid"):
-            raise ConfigError(f"--searcher {self.searcher!r}: use tpe, random or grid")
-        if self.scheduler not in ("asha", "fifo"):
-            raise ConfigError(f"--scheduler {self.scheduler!r}: use asha or fifo")
+        for flag, value, valid in (("searcher", self.searcher, SEARCHERS), ("scheduler", self.scheduler, SCHEDULERS),
+                                   ("runner", self.runner, RUNNERS)):
+            if value not in valid:
+                raise ConfigError(f"--{flag} {value!r}: use one of {', '.join(valid)}")
         if self.num_samples < 1 or self.max_concurrent < 1 or self.workers_per_trial < 1:
             raise ConfigError("--num-samples, --max-concurrent and --workers-per-trial must be at least 1")
-        if self.runner not in ("auto", "ray-train"):
-            raise ConfigError(f"--runner {self.runner!r}: use auto or ray-train")
 
     @property
     def in_trial(self) -> bool:
@@ -89,8 +87,8 @@ def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settin
     from ..data.prepare import prepare
 
     space = SearchSpace.load(space_file)
-    if settings.searcher == "grid":
-        space.grid()  # continuous dimensions cannot be grid-searched: say so now
+    if SEARCHERS[settings.searcher].finite:
+        space.grid()  # continuous dimensions cannot be enumerated: say so now
     exp = Path(exp_dir)
     if (exp / SETTINGS_FILE).exists():
         raise ConfigError(f"{exp} already holds an experiment: `mmsearch resume {exp}` continues it, or choose another --name")
@@ -148,33 +146,18 @@ def auto_cpus_per_worker(s: Settings) -> float:
     return float(max(1, int(share)))
 
 
-def _max_epochs(space: SearchSpace) -> int:
-    from ..config import TrainConfig
-
-    for d in space.dims:
-        if d.key == "train.epochs":
-            return int(max(d.values()))
-    return int(space.fixed.get("train.epochs", TrainConfig.epochs))
-
-
 def tune_runs(exp_dir: Path) -> list[Path]:
     """The experiment's Tune runs in order: tune, tune_2, tune_3, ..."""
     runs = [p for p in Path(exp_dir).glob("tune*") if p.is_dir() and (p.name == "tune" or p.name[5:].isdigit())]
     return sorted(runs, key=lambda p: 1 if p.name == "tune" else int(p.name[5:]))
 
 
-def build_tuner(exp_dir: Path, *, restore: Path | None = None, name: str = "tune", num_samples: int | None = None,
-                warm_start: Path | None = None):
+def build_tuner(exp_dir: Path, settings: Settings, space: SearchSpace, *, restore: Path | None = None, name: str = "tune",
+                num_samples: int | None = None, warm_start: Path | None = None):
     """A new Tune run `name` (num_samples trials; the searcher continues from the run in
     `warm_start` if given), or the interrupted run `restore` continued."""
-    import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
-    settings = Settings.load(exp_dir)
-    space = SearchSpace.load(exp_dir / "space.yaml")
     worker = settings.worker_resources()
     trainable = tune.with_parameters(trial_driver, exp_dir=str(exp_dir.resolve()), settings=asdict(settings), resources=worker)
     # a one-worker trial holds its worker's resources itself; a driver of Ray Train workers holds
@@ -183,19 +166,8 @@ def build_tuner(exp_dir: Path, *, restore: Path | None = None, name: str = "tune
     if restore is not None:
         return tune.Tuner.restore(str(restore.resolve()), trainable=trainable, resume_unfinished=True, resume_errored=False)
 
-    param_space: dict[str, Any] = {}
-    if settings.searcher == "grid":
-        search_alg, param_space = None, {"trial": tune.grid_search(space.grid())}
-    else:
-        sampler = (optuna.samplers.TPESampler(seed=settings.seed) if settings.searcher == "tpe"
-                   else optuna.samplers.RandomSampler(seed=settings.seed))
-        search_alg = ConcurrencyLimiter(OptunaSearch(space=space.define_by_run, metric=METRIC, mode=MODE, sampler=sampler),
-                                        max_concurrent=settings.max_concurrent)
-        if warm_start is not None:  # the study keeps every earlier trial: TPE goes on learning
-            search_alg.restore_from_dir(str(warm_start.resolve()))
-    # the last epoch's report is the trial's final one (soup + final predictions): max_t = epochs
-    scheduler = (ASHAScheduler(time_attr=TIME_ATTR, max_t=_max_epochs(space), grace_period=1, reduction_factor=2)
-                 if settings.scheduler == "asha" else FIFOScheduler())
+    search_alg, param_space = SEARCHERS[settings.searcher].build(space, settings, warm_start)
+    scheduler = SCHEDULERS[settings.scheduler](space, settings)
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -236,16 +208,39 @@ def init_ray(settings: Settings, address: str | None) -> None:
 
 
 def run(exp_dir: str | Path, *, address: str | None = None, restore: bool = False, more: int = 0) -> None:
-    """Start the search; or (restore) continue the latest interrupted Tune run; then, with `more`,
-    extend the experiment by that many new trials."""
+    """Start the search; or (restore) continue the latest interrupted Tune run, or start the search
+    if Tune never saved it; then, with `more`, extend the experiment by that many new trials."""
     exp = Path(exp_dir)
     settings = Settings.load(exp)
+    space = SearchSpace.load(exp / "space.yaml")
+    if more and SEARCHERS[settings.searcher].finite:
+        open_ended = " or ".join(name for name, searcher in SEARCHERS.items() if not searcher.finite)
+        raise ConfigError(f"--more: a {settings.searcher} search runs its {space.size()} points {settings.num_samples} "
+                          f"time(s) each and has no new points to add (`mmsearch resume {exp}` finishes an interrupted one); to "
+                          f"search further, start a new experiment with a larger grid, or with --searcher {open_ended}")
     init_ray(settings, address)
-    runs = tune_runs(exp)
-    if not restore:
-        build_tuner(exp).fit()
-    elif runs:
-        build_tuner(exp, restore=runs[-1]).fit()
+    runs = _saved_runs(exp, more) if restore else []
+    if runs:
+        build_tuner(exp, settings, space, restore=runs[-1]).fit()
+    else:
+        build_tuner(exp, settings, space).fit()
     if more:
         runs = tune_runs(exp)
-        build_tuner(exp, name=f"tune_{len(runs) + 1}", num_samples=more, warm_start=runs[-1] if runs else None).fit()
+        build_tuner(exp, settings, space, name=f"tune_{len(runs) + 1}", num_samples=more, warm_start=runs[-1]).fit()
+
+
+def _saved_runs(exp: Path, more: int) -> list[Path]:
+    """The experiment's Tune runs, less the last one if its driver died before the Tuner saved
+    itself (no tuner.pkl): Tune cannot restore that one, so it is removed (the trials' own
+    checkpoints under train/ stay) and started again: the search itself, or an extension by the
+    next `--more`. A saved Tuner without experiment state Tune restarts itself."""
+    from ray.tune import Tuner
+
+    runs = tune_runs(exp)
+    while runs and not Tuner.can_restore(str(runs[-1].resolve())):
+        unsaved = runs.pop()
+        shutil.rmtree(unsaved)
+        again = ("starting the search" if not runs else "extending it" if more
+                 else f"`mmsearch resume {exp} --more N` extends the search")
+        print(f"[mmsearch] {unsaved} held no saved Tune state (its driver stopped before the first save): removed; {again}")
+    return runs

@@ -112,6 +112,7 @@ class SearchSpace:
         fixed = dict(data.get("fixed") or {})
         dims = [Dimension.parse(k, v) for k, v in (data.get("search") or {}).items()]
         tricks = [_trick_dims(name, spec) for name, spec in (data.get("tricks") or {}).items()]
+        _each_trick_in_one_place(fixed, dims, tricks, source)
         space = cls(fixed, dims, tricks, source)
         space.validate()
         return space
@@ -183,6 +184,18 @@ class SearchSpace:
             return len(self.grid())
         except ConfigError:
             return math.inf
+
+
+def _each_trick_in_one_place(fixed: dict, dims: list[Dimension], tricks: list[TrickDims], source: str) -> None:
+    """A trick with a `tricks:` entry is set there alone: a `fixed:` or `search:` key of the same
+    trick would silently override, or be overridden by, that entry."""
+    entries = {t.name for t in tricks}
+    for section, keys in (("fixed", list(fixed)), ("search", [d.key for d in dims])):
+        for key in keys:
+            parts = key.split(".")
+            if len(parts) == 3 and parts[0] == "tricks" and parts[1] in entries:
+                raise ConfigError(f"{source}: trick {parts[1]!r} is set in two places, {section}: {key} and tricks: {parts[1]}; "
+                                  f"set it in one (the tricks: entry takes {{{parts[2]}: ...}})")
 
 
 def _enabling(key: str) -> dict:
