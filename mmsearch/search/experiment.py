@@ -1,11 +1,6 @@
-"""An experiment: a prepared table + a search space + search settings, in one directory.
-
-    EXP_DIR/experiment.json   the settings (what `mmsearch resume` needs to continue)
-    EXP_DIR/space.yaml        the search space, copied
-    EXP_DIR/data/             the table prepared once (schema, split, preprocessing): every trial reuses it
-    EXP_DIR/tune/             Ray Tune's experiment state (trials, searcher state); an extended
-                              search adds tune_2/, tune_3/, ... (each warm-starts its searcher)
-    EXP_DIR/train/TRIAL_ID/   each trial's checkpoints (weights + predictions)
+"""An experiment: a prepared table + a search space + search settings, in one directory
+(its layout: mmsearch.layout.experiment_dir). The table is prepared once and every trial reuses
+it; each extension of the search is a new Tune run that warm-starts its searcher from the last.
 
 Each Tune trial runs mmsearch.train.loop in one of two ways (Settings.runner):
 
@@ -17,21 +12,20 @@ Each Tune trial runs mmsearch.train.loop in one of two ways (Settings.runner):
   a worker and five helper actors per trial, each a fresh Python process (~3 s of CPU apiece
   here); for one worker they add nothing but start-up time (benchmarks/bench_trial_overhead.py).
 
-Both write their checkpoints under EXP_DIR/train/TRIAL_ID/, which is what the pool reads, and
+Both write their checkpoints in the trial's run directory, which is what the pool reads, and
 both resume from the latest of them after a failure or `mmsearch resume`.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..layout.experiment_dir import ExperimentDir
 from .space import SearchSpace
 
-SETTINGS_FILE = "experiment.json"
 METRIC, MODE, TIME_ATTR = "val_score", "max", "epoch"  # val_score: higher is better for every metric
 TRIAL_RESOURCE = "trial_slot"  # trial drivers take one of these, never a CPU (no 2-core deadlock)
 
@@ -71,16 +65,13 @@ class Settings:
         return {"CPU": cpus, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
 
     def save(self, exp_dir: Path) -> None:
-        tmp = exp_dir / f".{SETTINGS_FILE}.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        tmp.replace(exp_dir / SETTINGS_FILE)
+        ExperimentDir(exp_dir).write_settings(asdict(self))
 
     @classmethod
     def load(cls, exp_dir: Path) -> "Settings":
-        path = Path(exp_dir) / SETTINGS_FILE
-        if not path.is_file():
-            raise ConfigError(f"{exp_dir} is not an mmsearch experiment (no {SETTINGS_FILE})")
-        data = json.loads(path.read_text())
+        layout = ExperimentDir(exp_dir)
+        if (data := layout.read_settings()) is None:
+            raise ConfigError(f"{exp_dir} is not an mmsearch experiment (no {layout.settings_file.name})")
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
@@ -92,10 +83,11 @@ def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settin
     if settings.searcher == "grid":
         space.grid()  # continuous dimensions cannot be grid-searched: say so now
     exp = Path(exp_dir)
-    if (exp / SETTINGS_FILE).exists():
+    layout = ExperimentDir(exp)
+    if layout.settings_file.exists():
         raise ConfigError(f"{exp} already holds an experiment: `mmsearch resume {exp}` continues it, or choose another --name")
-    prepare(data, label, exp / "data", **prepare_kw)
-    shutil.copyfile(space_file, exp / "space.yaml")
+    prepare(data, label, layout.data, **prepare_kw)
+    shutil.copyfile(space_file, layout.space_file)
     settings.save(exp)
     return exp
 
@@ -111,7 +103,8 @@ def trial_driver(config: dict, *, exp_dir: str, settings: dict, resources: dict)
         from ..train.context import TuneContext
         from ..train.loop import train
 
-        train(trial, Path(exp_dir) / "data", TuneContext(Path(exp_dir) / "train" / trial_id))
+        layout = ExperimentDir(exp_dir)
+        train(trial, layout.data, TuneContext(layout.trial_run(trial_id).path))
     else:
         _drive_ray_train(trial, trial_id, exp_dir, s, resources)
 
@@ -125,11 +118,11 @@ def _drive_ray_train(trial: dict, trial_id: str, exp_dir: str, s: Settings, reso
 
     trainer = TorchTrainer(
         ray_worker,
-        train_loop_config={"trial": trial, "data_dir": str(Path(exp_dir) / "data")},
+        train_loop_config={"trial": trial, "data_dir": str(ExperimentDir(exp_dir).data)},
         scaling_config=ScalingConfig(num_workers=s.workers_per_trial, use_gpu=s.gpus_per_worker > 0, resources_per_worker=resources),
         run_config=RunConfig(
             name=trial_id,  # deterministic per trial: a restored trial resumes its own Train run
-            storage_path=str(Path(exp_dir) / "train"),
+            storage_path=str(ExperimentDir(exp_dir).train),
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=s.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -159,8 +152,7 @@ def _max_epochs(space: SearchSpace) -> int:
 
 def tune_runs(exp_dir: Path) -> list[Path]:
     """The experiment's Tune runs in order: tune, tune_2, tune_3, ..."""
-    runs = [p for p in Path(exp_dir).glob("tune*") if p.is_dir() and (p.name == "tune" or p.name[5:].isdigit())]
-    return sorted(runs, key=lambda p: 1 if p.name == "tune" else int(p.name[5:]))
+    return ExperimentDir(exp_dir).tune_runs()
 
 
 def build_tuner(exp_dir: Path, *, restore: Path | None = None, name: str = "tune", num_samples: int | None = None,
@@ -174,7 +166,7 @@ def build_tuner(exp_dir: Path, *, restore: Path | None = None, name: str = "tune
     from ray.tune.search.optuna import OptunaSearch
 
     settings = Settings.load(exp_dir)
-    space = SearchSpace.load(exp_dir / "space.yaml")
+    space = SearchSpace.load(ExperimentDir(exp_dir).space_file)
     worker = settings.worker_resources()
     trainable = tune.with_parameters(trial_driver, exp_dir=str(exp_dir.resolve()), settings=asdict(settings), resources=worker)
     # a one-worker trial holds its worker's resources itself; a driver of Ray Train workers holds
@@ -249,4 +241,4 @@ def run(exp_dir: str | Path, *, address: str | None = None, restore: bool = Fals
         build_tuner(exp, restore=runs[-1]).fit()
     if more:
         runs = tune_runs(exp)
-        build_tuner(exp, name=f"tune_{len(runs) + 1}", num_samples=more, warm_start=runs[-1] if runs else None).fit()
+        build_tuner(exp, name=ExperimentDir(exp).next_tune_run(), num_samples=more, warm_start=runs[-1] if runs else None).fit()

@@ -124,8 +124,8 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
         ckpt = None
         if ctx.rank == 0:
             ckpt = checkpoint.write(ctx.scratch_dir(), model=model, preds=preds, optimizer=optimizer, scheduler=scheduler,
-                                    tricks=tricks, trainer={"epoch": epoch, "step": state.step, "history": history, "finished": False})
-            cfg.save(ckpt / "config.json")
+                                    tricks=tricks, trainer={"epoch": epoch, "step": state.step, "history": history, "finished": False},
+                                    config=cfg.to_flat())
         ctx.report({**row, "final": False}, ckpt)
 
     # -- after fit: soup etc., final predictions ----------------------------------------------
@@ -140,8 +140,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     if ctx.rank == 0:
         ckpt = checkpoint.write(ctx.scratch_dir(), model=model, preds=preds,
                                 trainer={"epoch": cfg.train.epochs, "step": state.step, "history": history,
-                                         "finished": True, "final_metrics": final})
-        cfg.save(ckpt / "config.json")
+                                         "finished": True, "final_metrics": final}, config=cfg.to_flat())
     ctx.report(final, ckpt)
     return final
 
