@@ -129,11 +129,12 @@ def cmd_ensemble(args) -> int:
 
 def cmd_export(args) -> int:
     from .bundle.export import export_bundle
+    from .bundle.manifest import MANIFEST
 
     out = export_bundle(args.exp_dir, args.out)
     files = [p for p in out.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files) / 1e6
-    print(f"bundle {out}: {len(files)} files, {size:.1f} MB (manifest.json lists their sha256)")
+    print(f"bundle {out}: {len(files)} files, {size:.1f} MB ({MANIFEST} lists their sha256)")
     return 0
 
 

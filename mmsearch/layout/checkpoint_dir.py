@@ -202,10 +202,12 @@ class TrialRunDir:
 
 
 def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise IncompleteCheckpoint(f"{path} is missing")
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IncompleteCheckpoint(f"{path} is missing or unreadable ({e})") from None
+        raise IncompleteCheckpoint(f"{path} is unreadable ({e})") from None
     if not isinstance(data, dict):
         raise IncompleteCheckpoint(f"{path} does not hold a JSON object")
     return data
