@@ -4,7 +4,8 @@ Selection (Caruana or learned weights) sees only the val predictions and labels.
 rows are used once, afterwards, to report three numbers side by side: the ensemble, the best
 single trial (best by *val*, as it would have been picked without an ensemble) and the uniform
 average of every trial. The result is the experiment's ensemble file (layout.experiment_dir),
-which `mmsearch export` turns into a bundle. No torch, no Ray: this runs on a laptop next to a copied experiment.
+which `mmsearch export` turns into a bundle. No torch, no Ray: this runs on a laptop next to a
+copied experiment.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from .. import metrics
 from ..errors import MMSearchError
-from ..layout.checkpoint_dir import CheckpointDir
+from ..layout.checkpoint_dir import PARTS, CheckpointDir
 from ..layout.experiment_dir import ExperimentDir
 from ..search.pool import PoolEntry, read_pool, skipped_note
 from .caruana import CaruanaEnsemble, _weighted_average
@@ -57,7 +58,7 @@ def build_ensemble(exp_dir: str | Path, *, size: int | None = None, method: str 
         raise MMSearchError(f"{exp.path}: no trial has produced predictions yet; run or resume the search first")
     data = _prepared(exp)
     metric = pool[0].metric
-    truth = {part: _truth(data, part) for part in ("val", "holdout")}
+    truth = {part: _truth(data, part) for part in PARTS}
     preds = {part: [_predictions(e, part, data, exp) for e in pool] for part in truth}
     _check_metric_defined(metric, truth, preds, exp)
 
