@@ -147,3 +147,16 @@ def test_a_damaged_ensemble_file_stops_export_with_one_line(exp, capsys, tmp_pat
     err = capsys.readouterr().err
     assert rc == 2 and f"{ensemble} is unreadable" in err and f"run `mmsearch ensemble {exp}` again" in err
     assert not (tmp_path / "bundle").exists()
+
+
+def test_status_names_the_trials_left_out_and_a_damaged_settings_file(exp, capsys):
+    from mmsearch.search.experiment import Settings
+
+    Settings().save(exp)
+    _spoil(exp, "t_b", "val")
+    assert main(["status", str(exp)]) == 0
+    assert "note: 1 trial left out of the pool: t_b (its val predictions hold NaN or inf)" in capsys.readouterr().out
+    settings = exp / "experiment.json"
+    settings.write_text(settings.read_text()[:30])
+    assert main(["status", str(exp)]) == 2
+    assert f"{settings} is unreadable" in capsys.readouterr().err
