@@ -42,6 +42,7 @@ def _table(args) -> tuple[str, str]:
 def cmd_train(args) -> int:
     from .config import TrialConfig
     from .data.prepare import PreparedData, prepare
+    from .layout.checkpoint_dir import TrialRunDir
     from .train.run import run_local, run_ray
 
     source, label = _table(args)
@@ -60,7 +61,7 @@ def cmd_train(args) -> int:
     print(f"[mmsearch] {data.schema.problem_type}, {len(data.table)} rows "
           f"(train {len(data.split['train'])} / val {len(data.split['val'])} / holdout {len(data.split['holdout'])}); "
           + "; ".join(f"{r}: {', '.join(c)}" for r, c in roles.items() if c))
-    cfg.save(out / "config.json")
+    cfg.save(TrialRunDir(out).config_file)
     start = time.perf_counter()
     trial = cfg.to_flat(relevant_only=False)
     if args.workers > 1 or args.gpus:
@@ -69,7 +70,7 @@ def cmd_train(args) -> int:
         final = run_local(trial, data_dir, out)
     metric = final["metric"]
     print(f"val {metric}: {final[f'val_{metric}']:.4f}   holdout {metric}: {final[f'holdout_{metric}']:.4f}   "
-          f"({time.perf_counter() - start:.0f} s; model and predictions in {out / 'final'})")
+          f"({time.perf_counter() - start:.0f} s; model and predictions in {TrialRunDir(out).final.path})")
     return 0
 
 
@@ -111,22 +112,27 @@ def cmd_status(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from .ensemble.build import ENSEMBLE_FILE, build_ensemble, format_scores
+    from .ensemble.build import build_ensemble, format_scores
+    from .layout.experiment_dir import ExperimentDir
+    from .search.pool import skipped_note
 
     result = build_ensemble(args.exp_dir, size=args.size, method=args.method)
+    if result["skipped"]:
+        print(f"[mmsearch] note: {skipped_note(result['skipped'])}")
     print(format_scores(result))
     members = ", ".join(f"{m['trial_id']} {m['weight']:.3f}" for m in result["members"])
-    print(f"members: {members}\nwritten to {Path(args.exp_dir) / ENSEMBLE_FILE}")
+    print(f"members: {members}\nwritten to {ExperimentDir(args.exp_dir).ensemble_file}")
     return 0
 
 
 def cmd_export(args) -> int:
     from .bundle.export import export_bundle
+    from .bundle.manifest import MANIFEST
 
     out = export_bundle(args.exp_dir, args.out)
     files = [p for p in out.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files) / 1e6
-    print(f"bundle {out}: {len(files)} files, {size:.1f} MB (manifest.json lists their sha256)")
+    print(f"bundle {out}: {len(files)} files, {size:.1f} MB ({MANIFEST} lists their sha256)")
     return 0
 
 
@@ -231,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(fn=cmd_status)
 
     e = sub.add_parser("ensemble", help="pick ensemble members on val; print val and holdout scores of the ensemble, "
-                       "the best single trial and the uniform average; write EXP_DIR/ensemble/ensemble.json")
+                       "the best single trial and the uniform average; write the ensemble into EXP_DIR (what export reads)")
     e.add_argument("exp_dir")
     e.add_argument("--size", type=int, help="caruana: greedy steps (default 50); learned: keep at most N members")
     e.add_argument("--method", choices=["caruana", "learned"], default="caruana")

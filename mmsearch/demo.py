@@ -11,7 +11,8 @@ import shutil
 import time
 from pathlib import Path
 
-from .search.pool import load_pool
+from .layout.experiment_dir import ExperimentDir
+from .search.pool import read_pool, skipped_note
 from .search.status import tricks_on
 
 SPACE = Path(__file__).parent / "search_spaces" / "demo.yaml"
@@ -40,7 +41,8 @@ def run_demo(out: str | Path = "runs/demo", *, trials: int = 6, table=None, spac
     table = table or datasets.load_emoji()
     log(f"  {table.path}: {table.description}")
 
-    resuming = (out / experiment.SETTINGS_FILE).is_file()
+    layout = ExperimentDir(out)
+    resuming = layout.settings_file.is_file()
     step(2, f"search: {trials} trials on {Path(space).name}, TPE + ASHA, one trial at a time"
             + (f" (continuing {out})" if resuming else ""))
     if not resuming:
@@ -55,6 +57,8 @@ def run_demo(out: str | Path = "runs/demo", *, trials: int = 6, table=None, spac
 
     step(3, "ensemble: Caruana selection on val")
     ens = build_ensemble(out)
+    if ens["skipped"]:
+        log(f"  note: {skipped_note(ens['skipped'])}")
     log(format_scores(ens))
 
     step(4, "export: the ensemble as a bundle that predicts without Ray")
@@ -64,11 +68,11 @@ def run_demo(out: str | Path = "runs/demo", *, trials: int = 6, table=None, spac
     export_bundle(out, bundle, log=log)
 
     step(5, "predict: the bundle on the test rows")
-    test = PreparedData.load(out / "data").rows("holdout")
+    test = PreparedData.load(layout.data).rows("holdout")
     scores = load_bundle(bundle).evaluate(test)
 
     metric = ens["metric"]
-    pool = load_pool(out)
+    pool = read_pool(out).entries  # trials left out were named by the ensemble step
     log(f"\n{_trial_table(pool, metric)}\n")
     best = ens["scores"]["best_single"]
     summary = {

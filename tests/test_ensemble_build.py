@@ -9,7 +9,8 @@ import pytest
 
 from mmsearch import metrics
 from mmsearch.data.prepare import PreparedData
-from mmsearch.ensemble.build import ENSEMBLE_FILE, build_ensemble
+from mmsearch.ensemble.build import build_ensemble
+from mmsearch.layout.experiment_dir import ExperimentDir
 from mmsearch.search.pool import load_pool
 from conftest import run_importing_none_of
 
@@ -30,7 +31,7 @@ def test_cli_writes_members_weights_and_the_score_table(exp):
     assert r.returncode == 0, r.stderr
     for row in ("ensemble (", "best single trial (", "uniform average (3 trials)", "holdout accuracy"):
         assert row in r.stdout
-    result = json.loads((exp / ENSEMBLE_FILE).read_text())
+    result = json.loads(ExperimentDir(exp).ensemble_file.read_text())
     assert result["method"] == "caruana" and result["size"] == 10 and result["selected_on"] == "val"
     weights = [m["weight"] for m in result["members"]]
     assert all(w > 0 for w in weights) and sum(weights) == pytest.approx(1.0)

@@ -8,55 +8,57 @@
 
 Everything is JSON or safetensors: loading a bundle never unpickles anything. The bundle is
 written to a temporary sibling directory and renamed into place, so a crash leaves no half bundle.
-No torch, no Ray.
+No torch, no Ray. (The experiment's files are read through mmsearch.layout.)
 """
 from __future__ import annotations
 
-import json
 import shutil
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 
+from .._atomic import atomic_dir
 from ..config import OptimConfig  # not TrialConfig: its registries would import torch
 from ..ensemble.build import build_ensemble, format_scores, load_ensemble
-from ..search.pool import load_pool
+from ..errors import MMSearchError
+from ..layout.checkpoint_dir import CheckpointDir
+from ..layout.experiment_dir import ExperimentDir
+from ..search.pool import read_pool
 from .manifest import FORMAT, FORMAT_VERSION, BundleError, write_manifest
 
 # the packages whose versions decide what a bundle computes
 PACKAGES = ("mmsearch", "torch", "numpy", "pandas", "pyarrow", "pillow", "safetensors", "timm", "transformers",
             "tokenizers", "open_clip_torch", "rtdl_revisiting_models")
+MEMBER_WEIGHTS, MEMBER_CONFIG = "model.safetensors", "config.json"  # in BUNDLE/members/TRIAL_ID/
 
 
 def export_bundle(exp_dir: str | Path, out: str | Path, *, log=print) -> Path:
-    exp, out = Path(exp_dir), Path(out)
+    exp, out = ExperimentDir(exp_dir), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BundleError(f"{out} exists and is not empty; choose a new --out")
-    for name in ("schema.json", "preprocess.json"):
-        if not (exp / "data" / name).is_file():
-            raise BundleError(f"{exp} is not an mmsearch experiment (no data/{name})")
-    ensemble = load_ensemble(exp)
-    if ensemble is None:
-        log(f"[mmsearch] {exp} has no ensemble yet: building one with the defaults (`mmsearch ensemble {exp}`)")
-        ensemble = build_ensemble(exp)
-        log(format_scores(ensemble))
-    elif (now := len(load_pool(exp))) != ensemble["pool"]:
-        log(f"[mmsearch] note: the ensemble was chosen among {ensemble['pool']} trials; the experiment now has {now} "
-            f"with predictions (`mmsearch ensemble {exp}` again to consider them)")
-    schema = json.loads((exp / "data" / "schema.json").read_text())
-    preprocess = json.loads((exp / "data" / "preprocess.json").read_text())
+    if not exp.data.is_dir():
+        raise BundleError(f"{exp.path} is not an mmsearch experiment (no {exp.data.name}/ folder)")
+    from ..data.prepare import read_state  # pandas: only when exporting
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        members = [_copy_member(exp, m, tmp, _workers_per_trial(exp)) for m in ensemble["members"]]
+    schema, preprocess = read_state(exp.data)
+    ensemble = load_ensemble(exp.path)
+    if ensemble is None:
+        log(f"[mmsearch] {exp.path} has no ensemble yet: building one with the defaults (`mmsearch ensemble {exp.path}`)")
+        ensemble = build_ensemble(exp.path)
+        log(format_scores(ensemble))
+    elif (now := len(read_pool(exp.path).entries)) != ensemble["pool"]:
+        log(f"[mmsearch] note: the ensemble was chosen among {ensemble['pool']} trials; the experiment now has {now} "
+            f"with predictions (`mmsearch ensemble {exp.path}` again to consider them)")
+
+    workers = _workers_per_trial(exp)
+    with atomic_dir(out) as tmp:  # a crash leaves no half bundle
+        members = [_copy_member(exp, m, tmp, workers) for m in ensemble["members"]]
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "source_experiment": str(exp.resolve()),
+            "source_experiment": str(exp.path.resolve()),
             "problem_type": schema["problem_type"],
             "label": schema["label"],
             "classes": schema["classes"],
@@ -69,27 +71,19 @@ def export_bundle(exp_dir: str | Path, out: str | Path, *, log=print) -> Path:
             "files": [f for m in members for f in (m["weights"], m["config_file"])],
         }
         write_manifest(tmp, manifest)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        tmp.replace(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
-def _copy_member(exp: Path, member: dict, bundle: Path, workers: int) -> dict:
-    ckpt = exp / member["checkpoint"]
-    missing = [f for f in ("model.safetensors", "config.json", "trainer.json") if not (ckpt / f).is_file()]
-    if missing:
-        raise BundleError(f"member {member['trial_id']}: {ckpt} lacks {', '.join(missing)} (the trial's checkpoints changed "
-                          f"after the ensemble was built); run `mmsearch ensemble {exp}` again")
+def _copy_member(exp: ExperimentDir, member: dict, bundle: Path, workers: int) -> dict:
+    ckpt = CheckpointDir(exp.path / member["checkpoint"])
+    if problem := ckpt.problem():
+        raise BundleError(f"member {member['trial_id']}: {problem} (the trial's checkpoints changed after the ensemble "
+                          f"was built); run `mmsearch ensemble {exp.path}` again")
     rel = f"members/{member['trial_id']}"
     (bundle / rel).mkdir(parents=True)
-    shutil.copyfile(ckpt / "model.safetensors", bundle / rel / "model.safetensors")
-    shutil.copyfile(ckpt / "config.json", bundle / rel / "config.json")
-    config = json.loads((ckpt / "config.json").read_text())
-    trainer = json.loads((ckpt / "trainer.json").read_text())
+    shutil.copyfile(ckpt.weights, bundle / rel / MEMBER_WEIGHTS)
+    shutil.copyfile(ckpt.config_file, bundle / rel / MEMBER_CONFIG)
+    config, trainer = ckpt.config(), ckpt.trainer()
     world = (trainer.get("final_metrics") or {}).get("world_size") or workers
     return {
         "trial_id": member["trial_id"],
@@ -98,16 +92,16 @@ def _copy_member(exp: Path, member: dict, bundle: Path, workers: int) -> dict:
         # the batch size the trial's own val/holdout predictions were computed with; predicting
         # in the same batches reproduces them bit for bit
         "eval_batch_size": OptimConfig(batch_size=int(config["optim.batch_size"])).eval_batch(int(world)),
-        "weights": f"{rel}/model.safetensors",
-        "config_file": f"{rel}/config.json",
+        "weights": f"{rel}/{MEMBER_WEIGHTS}",
+        "config_file": f"{rel}/{MEMBER_CONFIG}",
     }
 
 
-def _workers_per_trial(exp: Path) -> int:
+def _workers_per_trial(exp: ExperimentDir) -> int:
     """From the experiment's settings (for trials stopped early, whose reports lack world_size)."""
     try:
-        return int(json.loads((exp / "experiment.json").read_text()).get("workers_per_trial", 1))
-    except (OSError, ValueError):
+        return int((exp.read_settings() or {}).get("workers_per_trial", 1))
+    except (MMSearchError, TypeError, ValueError):
         return 1
 
 

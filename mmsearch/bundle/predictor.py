@@ -105,7 +105,7 @@ class Predictor:
         return out
 
     def member_predictions(self, data, **kw) -> dict[str, np.ndarray]:
-        """Each member's own predictions (what its checkpoint's preds_*.npy hold for search rows)."""
+        """Each member's own predictions (for search rows: what its checkpoint saved)."""
         _, _, per = self._run(data, **kw)
         return {m.trial_id: p for m, p in zip(self.members, per)}
 

@@ -111,6 +111,19 @@ class PreparedData:
         )
 
 
+def read_state(directory: str | Path) -> tuple[dict, dict]:
+    """(schema, preprocessing state) as prepare wrote them, without reading the table: what an
+    exported bundle carries."""
+    d = Path(directory)
+    missing = [f for f in ("schema.json", "preprocess.json") if not (d / f).is_file()]
+    if missing:
+        raise DataError(f"{d} is not a prepared data directory (missing {', '.join(missing)})")
+    try:
+        return json.loads((d / "schema.json").read_text()), json.loads((d / "preprocess.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{d} is damaged ({e}); prepare the table again") from None
+
+
 def prepare(
     source: str | Path | pd.DataFrame,
     label: str,

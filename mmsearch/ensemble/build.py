@@ -3,14 +3,13 @@
 Selection (Caruana or learned weights) sees only the val predictions and labels. The holdout
 rows are used once, afterwards, to report three numbers side by side: the ensemble, the best
 single trial (best by *val*, as it would have been picked without an ensemble) and the uniform
-average of every trial. The result is EXP/ensemble/ensemble.json, which `mmsearch export`
-turns into a bundle. No torch, no Ray: this runs on a laptop next to a copied experiment.
+average of every trial. The result is the experiment's ensemble file (layout.experiment_dir),
+which `mmsearch export` turns into a bundle. No torch, no Ray: this runs on a laptop next to a
+copied experiment.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,12 +17,13 @@ import numpy as np
 
 from .. import metrics
 from ..errors import MMSearchError
-from ..search.pool import PoolEntry, load_pool
+from ..layout.checkpoint_dir import PARTS, CheckpointDir
+from ..layout.experiment_dir import ExperimentDir
+from ..search.pool import PoolEntry, read_pool, skipped_note
 from .blending import blend
 from .caruana import CaruanaEnsemble
 from .learned import LearnedWeightsEnsemble
 
-ENSEMBLE_FILE = Path("ensemble") / "ensemble.json"
 METHODS = ("caruana", "learned")
 CARUANA_STEPS = 50
 # learned weights are all positive (softmax); a member under this share changes no prediction
@@ -32,36 +32,43 @@ LEARNED_MIN_WEIGHT = 1e-3
 
 
 def build_ensemble(exp_dir: str | Path, *, size: int | None = None, method: str = "caruana") -> dict:
-    """Select members on val, score on holdout, write EXP/ensemble/ensemble.json; return its content.
+    """Select members on val, score on holdout, write the experiment's ensemble file; return its
+    content. Every failure a user can cause is an MMSearchError saying what, where and what to do.
 
     size: Caruana's number of greedy steps (default 50); for learned weights, the most members
     to keep (the largest weights, renormalised; default all above LEARNED_MIN_WEIGHT)."""
-    from ..data.prepare import PreparedData  # pandas: only when actually building
-
-    exp = Path(exp_dir)
+    exp = ExperimentDir(exp_dir)
     if method not in METHODS:
         raise MMSearchError(f"--method {method!r}: use {' or '.join(METHODS)}")
     if size is not None and size < 1:
         raise MMSearchError(f"--size must be at least 1, got {size}")
-    if not (exp / "data").is_dir():
-        raise MMSearchError(f"{exp} is not an mmsearch experiment (no data/ folder)")
-    pool = load_pool(exp)
+    if not exp.data.is_dir():
+        raise MMSearchError(f"{exp.path} is not an mmsearch experiment (no {exp.data.name}/ folder)")
+    found = read_pool(exp.path)
+    pool = found.entries
+    if not pool and found.skipped:
+        raise MMSearchError(f"{exp.path}: no trial has usable predictions ({skipped_note(found.skipped)}); "
+                            f"train more trials with `mmsearch resume {exp.path} --more N`")
     if not pool:
-        raise MMSearchError(f"{exp}: no trial has produced predictions yet; run or resume the search first")
-    data = PreparedData.load(exp / "data")
+        raise MMSearchError(f"{exp.path}: no trial has produced predictions yet; run or resume the search first")
+    data = _prepared(exp)
     metric = pool[0].metric
-    truth = {part: _truth(data, part) for part in ("val", "holdout")}
-    val = np.stack([e.predictions("val") for e in pool])
+    truth = {part: _truth(data, part) for part in PARTS}
+    preds = {part: [_predictions(e, part, data, exp) for e in pool] for part in truth}
+    _check_metric_defined(metric, truth, preds, exp)
 
-    weights = _select(method, size, metric, val, truth["val"])  # the only place labels meet selection
+    try:  # the only place labels meet selection
+        weights = _select(method, size, metric, np.stack(preds["val"]), truth["val"])
+    except ValueError as e:
+        raise MMSearchError(f"{exp.path}: {method} selection on val failed ({e})") from None
     members = [i for i in np.flatnonzero(weights)]
 
     def score(part: str, idx, w) -> float:
-        return metrics.score(metric, truth[part], blend(w, [pool[i].predictions(part) for i in idx]))
+        return metrics.score(metric, truth[part], blend(w, [preds[part][i] for i in idx]))
 
     everyone = list(range(len(pool)))
     uniform = np.full(len(pool), 1.0 / len(pool))
-    best = 0  # load_pool sorts by val score: the trial a search without an ensemble would ship
+    best = 0  # read_pool sorts by val score: the trial a search without an ensemble would ship
     scores = {
         "ensemble": {"members": len(members), **{p: score(p, members, weights[members]) for p in truth}},
         "best_single": {"trial_id": pool[best].trial_id, **{p: score(p, [best], [1.0]) for p in truth}},
@@ -74,17 +81,21 @@ def build_ensemble(exp_dir: str | Path, *, size: int | None = None, method: str 
         "selected_on": "val",
         "rows": {p: int(len(truth[p])) for p in truth},
         "pool": len(pool),
+        "skipped": found.skipped,  # trial id -> why it was left out of the pool
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "members": [_member(exp, pool[i], float(weights[i])) for i in members],
+        "members": [_member(exp.path, pool[i], float(weights[i])) for i in members],
         "scores": scores,
     }
-    _write_json(exp / ENSEMBLE_FILE, result)
+    try:
+        exp.write_ensemble(result)
+    except OSError as e:
+        raise MMSearchError(f"cannot write {exp.ensemble_file} ({e})") from None
     return result
 
 
 def load_ensemble(exp_dir: str | Path) -> dict | None:
-    path = Path(exp_dir) / ENSEMBLE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The experiment's ensemble, None if none was built; MMSearchError if it is unreadable."""
+    return ExperimentDir(exp_dir).read_ensemble()
 
 
 def format_scores(result: dict) -> str:
@@ -119,6 +130,41 @@ def _select(method: str, size: int | None, metric: str, val: np.ndarray, y: np.n
     return w / w.sum()
 
 
+def _prepared(exp: ExperimentDir):
+    from ..data.prepare import PreparedData  # pandas: only when actually building
+
+    try:
+        return PreparedData.load(exp.data)
+    except MMSearchError:
+        raise
+    except (OSError, ValueError) as e:  # a damaged parquet / JSON file
+        raise MMSearchError(f"{exp.data} is unreadable ({str(e).splitlines()[0]}); the experiment's prepared data "
+                            "is damaged: restore it from a copy, or run the search again") from None
+
+
+def _predictions(entry: PoolEntry, part: str, data, exp: ExperimentDir) -> np.ndarray:
+    """A member's predictions, checked against the experiment's rows and classes."""
+    p = entry.predictions(part)
+    rows, outputs = len(data.split[part]), data.schema.n_outputs
+    want = (rows,) if data.schema.problem_type == "regression" else (rows, outputs)
+    if p.shape != want:
+        raise MMSearchError(
+            f"{CheckpointDir(entry.checkpoint).preds_file(part)} holds predictions of shape {p.shape}, but the "
+            f"experiment's {part} rows need {want}: trial {entry.trial_id} was trained on other data; remove "
+            f"{exp.trial_run(entry.trial_id).path} and run `mmsearch ensemble` again")
+    return p
+
+
+def _check_metric_defined(metric: str, truth: dict, preds: dict, exp: ExperimentDir) -> None:
+    """A metric the labels leave undefined (roc_auc on a part with one class) cannot rank members."""
+    for part, y in truth.items():
+        if not np.isfinite(metrics.score(metric, y, preds[part][0])):
+            classes = np.unique(y).size
+            why = f"its {len(y)} rows hold {classes} class{'' if classes == 1 else 'es'}" if len(y) else "it has no rows"
+            raise MMSearchError(f"{metric} cannot be computed on the {part} part of {exp.data} ({why}); prepare the "
+                                f"table again with a larger --val-frac / --holdout-frac, or with more rows")
+
+
 def _truth(data, part: str) -> np.ndarray:
     """Class ids, or the regression label values themselves (as a bundle's evaluate scores them;
     the loop scores against a float32 round trip of them: the same up to ~1e-7)."""
@@ -136,16 +182,3 @@ def _member(exp: Path, entry: PoolEntry, weight: float) -> dict:
         "epoch": entry.epoch,
         f"val_{entry.metric}": entry.val_metric,
     }
-
-
-def _write_json(path: Path, content: dict) -> None:
-    """Write-then-rename: a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(content, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,11 +1,6 @@
-"""An experiment: a prepared table + a search space + search settings, in one directory.
-
-    EXP_DIR/experiment.json   the settings (what `mmsearch resume` needs to continue)
-    EXP_DIR/space.yaml        the search space, copied
-    EXP_DIR/data/             the table prepared once (schema, split, preprocessing): every trial reuses it
-    EXP_DIR/tune/             Ray Tune's experiment state (trials, searcher state); an extended
-                              search adds tune_2/, tune_3/, ... (each warm-starts its searcher)
-    EXP_DIR/train/TRIAL_ID/   each trial's checkpoints (weights + predictions)
+"""An experiment: a prepared table + a search space + search settings, in one directory
+(its layout: mmsearch.layout.experiment_dir). The table is prepared once and every trial reuses
+it; each extension of the search is a new Tune run that warm-starts its searcher from the last.
 
 Each Tune trial runs mmsearch.train.loop in one of two ways (Settings.runner):
 
@@ -17,21 +12,20 @@ Each Tune trial runs mmsearch.train.loop in one of two ways (Settings.runner):
   a worker and five helper actors per trial, each a fresh Python process (~3 s of CPU apiece
   here); for one worker they add nothing but start-up time (benchmarks/bench_trial_overhead.py).
 
-Both write their checkpoints under EXP_DIR/train/TRIAL_ID/, which is what the pool reads, and
+Both write their checkpoints in the trial's run directory, which is what the pool reads, and
 both resume from the latest of them after a failure or `mmsearch resume`.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..layout.experiment_dir import ExperimentDir
 from .algorithms import METRIC, MODE, SCHEDULERS, SEARCHERS
 from .space import SearchSpace
 
-SETTINGS_FILE = "experiment.json"
 RUNNERS = ("auto", "ray-train")  # auto: one-worker trials train in the trial process | ray-train: always Ray Train
 TRIAL_RESOURCE = "trial_slot"  # trial drivers take one of these, never a CPU (no 2-core deadlock)
 
@@ -69,16 +63,13 @@ class Settings:
         return {"CPU": cpus, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
 
     def save(self, exp_dir: Path) -> None:
-        tmp = exp_dir / f".{SETTINGS_FILE}.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        tmp.replace(exp_dir / SETTINGS_FILE)
+        ExperimentDir(exp_dir).write_settings(asdict(self))
 
     @classmethod
     def load(cls, exp_dir: Path) -> "Settings":
-        path = Path(exp_dir) / SETTINGS_FILE
-        if not path.is_file():
-            raise ConfigError(f"{exp_dir} is not an mmsearch experiment (no {SETTINGS_FILE})")
-        data = json.loads(path.read_text())
+        layout = ExperimentDir(exp_dir)
+        if (data := layout.read_settings()) is None:
+            raise ConfigError(f"{exp_dir} is not an mmsearch experiment (no {layout.settings_file.name})")
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
@@ -90,10 +81,11 @@ def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settin
     if SEARCHERS[settings.searcher].finite:
         space.grid()  # continuous dimensions cannot be enumerated: say so now
     exp = Path(exp_dir)
-    if (exp / SETTINGS_FILE).exists():
+    layout = ExperimentDir(exp)
+    if layout.settings_file.exists():
         raise ConfigError(f"{exp} already holds an experiment: `mmsearch resume {exp}` continues it, or choose another --name")
-    prepare(data, label, exp / "data", **prepare_kw)
-    shutil.copyfile(space_file, exp / "space.yaml")
+    prepare(data, label, layout.data, **prepare_kw)
+    shutil.copyfile(space_file, layout.space_file)
     settings.save(exp)
     return exp
 
@@ -109,7 +101,8 @@ def trial_driver(config: dict, *, exp_dir: str, settings: dict, resources: dict)
         from ..train.context import TuneContext
         from ..train.loop import train
 
-        train(trial, Path(exp_dir) / "data", TuneContext(Path(exp_dir) / "train" / trial_id))
+        layout = ExperimentDir(exp_dir)
+        train(trial, layout.data, TuneContext(layout.trial_run(trial_id).path))
     else:
         _drive_ray_train(trial, trial_id, exp_dir, s, resources)
 
@@ -123,11 +116,11 @@ def _drive_ray_train(trial: dict, trial_id: str, exp_dir: str, s: Settings, reso
 
     trainer = TorchTrainer(
         ray_worker,
-        train_loop_config={"trial": trial, "data_dir": str(Path(exp_dir) / "data")},
+        train_loop_config={"trial": trial, "data_dir": str(ExperimentDir(exp_dir).data)},
         scaling_config=ScalingConfig(num_workers=s.workers_per_trial, use_gpu=s.gpus_per_worker > 0, resources_per_worker=resources),
         run_config=RunConfig(
             name=trial_id,  # deterministic per trial: a restored trial resumes its own Train run
-            storage_path=str(Path(exp_dir) / "train"),
+            storage_path=str(ExperimentDir(exp_dir).train),
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=s.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -148,14 +141,13 @@ def auto_cpus_per_worker(s: Settings) -> float:
 
 def tune_runs(exp_dir: Path) -> list[Path]:
     """The experiment's Tune runs in order: tune, tune_2, tune_3, ..."""
-    runs = [p for p in Path(exp_dir).glob("tune*") if p.is_dir() and (p.name == "tune" or p.name[5:].isdigit())]
-    return sorted(runs, key=lambda p: 1 if p.name == "tune" else int(p.name[5:]))
+    return ExperimentDir(exp_dir).tune_runs()
 
 
-def build_tuner(exp_dir: Path, settings: Settings, space: SearchSpace, *, restore: Path | None = None, name: str = "tune",
+def build_tuner(exp_dir: Path, settings: Settings, space: SearchSpace, *, restore: Path | None = None, name: str | None = None,
                 num_samples: int | None = None, warm_start: Path | None = None):
-    """A new Tune run `name` (num_samples trials; the searcher continues from the run in
-    `warm_start` if given), or the interrupted run `restore` continued."""
+    """A new Tune run `name` (default: the experiment's next one; num_samples trials; the searcher
+    continues from the run in `warm_start` if given), or the interrupted run `restore` continued."""
     from ray import tune
 
     worker = settings.worker_resources()
@@ -180,7 +172,7 @@ def build_tuner(exp_dir: Path, settings: Settings, space: SearchSpace, *, restor
                                     # process, its imports and kernels already warm
                                     reuse_actors=settings.in_trial,
                                     trial_dirname_creator=lambda trial: trial.trial_id),  # short, findable names
-        run_config=tune.RunConfig(name=name, storage_path=str(exp_dir.resolve()), verbose=1,
+        run_config=tune.RunConfig(name=name or ExperimentDir(exp_dir).next_tune_run(), storage_path=str(exp_dir.resolve()), verbose=1,
                                   # a one-worker trial is its own worker: Tune restarts it (from its
                                   # last checkpoint); Ray Train restarts its own workers
                                   failure_config=tune.FailureConfig(max_failures=settings.max_failures if settings.in_trial else 0)),
@@ -212,7 +204,7 @@ def run(exp_dir: str | Path, *, address: str | None = None, restore: bool = Fals
     if Tune never saved it; then, with `more`, extend the experiment by that many new trials."""
     exp = Path(exp_dir)
     settings = Settings.load(exp)
-    space = SearchSpace.load(exp / "space.yaml")
+    space = SearchSpace.load(ExperimentDir(exp).space_file)
     if more and SEARCHERS[settings.searcher].finite:
         open_ended = " or ".join(name for name, searcher in SEARCHERS.items() if not searcher.finite)
         raise ConfigError(f"--more: a {settings.searcher} search runs its {space.size()} points {settings.num_samples} "
@@ -226,7 +218,7 @@ def run(exp_dir: str | Path, *, address: str | None = None, restore: bool = Fals
         build_tuner(exp, settings, space).fit()
     if more:
         runs = tune_runs(exp)
-        build_tuner(exp, settings, space, name=f"tune_{len(runs) + 1}", num_samples=more, warm_start=runs[-1]).fit()
+        build_tuner(exp, settings, space, num_samples=more, warm_start=runs[-1]).fit()
 
 
 def _saved_runs(exp: Path, more: int) -> list[Path]:

@@ -1,13 +1,24 @@
 """The trial pool: every trial that produced predictions (finished, or stopped early by ASHA),
-with its config, its val and holdout predictions (rows aligned with data/split.json) and where its
-weights are. Read from the files alone: no Ray, no running cluster. This is what ensembles use."""
+with its config, its val and holdout predictions (rows aligned with the data's split) and where its
+weights are. Read from the files alone: no Ray, no running cluster. This is what ensembles use.
+
+A trial whose predictions are unreadable or hold NaN / inf (a diverged run), or whose only
+checkpoint is incomplete, is left out and named, with the reason: one such trial must not poison
+or stop an ensemble of the others."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..layout.checkpoint_dir import PARTS, CheckpointDir, IncompleteCheckpoint, TrialRunDir
+from ..layout.experiment_dir import ExperimentDir
+
+
+class PoolWarning(UserWarning):
+    """Some trials were left out of the pool (the message names them and says why)."""
 
 
 @dataclass
@@ -22,10 +33,10 @@ class PoolEntry:
 
     @property
     def weights(self) -> Path:
-        return self.checkpoint / "model.safetensors"
+        return CheckpointDir(self.checkpoint).weights
 
     def predictions(self, part: str) -> np.ndarray:
-        return np.load(self.checkpoint / f"preds_{part}.npy", allow_pickle=False)
+        return CheckpointDir(self.checkpoint).predictions(part)
 
     @property
     def last(self) -> dict:
@@ -45,35 +56,37 @@ class PoolEntry:
         return self.last[f"val_{self.metric}"]
 
 
-def _best_checkpoint(run_dir: Path) -> Path | None:
-    """The final checkpoint if the run finished, else the one of the latest epoch."""
-    found = []
-    # Ray Train runs keep checkpoint dirs at the top; one-worker trials (LocalContext's layout)
-    # keep final/ and checkpoints/epoch_NNN/
-    for trainer in [*run_dir.glob("*/trainer.json"), *run_dir.glob("checkpoints/*/trainer.json")]:
-        try:
-            t = json.loads(trainer.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # a checkpoint being written when the machine died
-        if all((trainer.parent / f).is_file() for f in ("model.safetensors", "preds_val.npy", "preds_holdout.npy", "config.json")):
-            found.append(((t.get("finished", False), t["epoch"]), trainer.parent))
-    return max(found)[1] if found else None
+@dataclass
+class Pool:
+    entries: list[PoolEntry]                               # best validation score first
+    skipped: dict[str, str] = field(default_factory=dict)  # trial id -> why it is left out
+
+
+def read_pool(exp_dir: str | Path) -> Pool:
+    """All trials with usable predictions, and the ones left out with the reason."""
+    entries, skipped = [], {}
+    for run in ExperimentDir(exp_dir).trial_runs():
+        found = _read_trial(run)
+        if isinstance(found, PoolEntry):
+            entries.append(found)
+        elif found is not None:
+            skipped[run.path.name] = found
+    return Pool(sorted(entries, key=lambda e: (-e.val_score, e.trial_id)), skipped)
 
 
 def load_pool(exp_dir: str | Path) -> list[PoolEntry]:
-    """All trials with predictions, best validation score first."""
-    entries = []
-    train_dir = Path(exp_dir) / "train"
-    for run_dir in sorted(p for p in train_dir.glob("*") if p.is_dir()) if train_dir.is_dir() else []:
-        ckpt = _best_checkpoint(run_dir)
-        if ckpt is None:
-            continue
-        t = json.loads((ckpt / "trainer.json").read_text())
-        entries.append(PoolEntry(
-            trial_id=run_dir.name, checkpoint=ckpt, finished=bool(t.get("finished")), epoch=t["epoch"],
-            config=json.loads((ckpt / "config.json").read_text()), history=t["history"], final_metrics=t.get("final_metrics"),
-        ))
-    return sorted(entries, key=lambda e: (-e.val_score, e.trial_id))
+    """All trials with usable predictions, best validation score first; a PoolWarning names
+    the trials left out."""
+    pool = read_pool(exp_dir)
+    if pool.skipped:
+        warnings.warn(skipped_note(pool.skipped), PoolWarning, stacklevel=2)
+    return pool.entries
+
+
+def skipped_note(skipped: dict[str, str]) -> str:
+    n = len(skipped)
+    return (f"{n} trial{'' if n == 1 else 's'} left out of the pool: "
+            + "; ".join(f"{tid} ({why})" for tid, why in sorted(skipped.items())))
 
 
 def pool_arrays(exp_dir: str | Path, part: str) -> tuple[np.ndarray, list[PoolEntry]]:
@@ -82,3 +95,25 @@ def pool_arrays(exp_dir: str | Path, part: str) -> tuple[np.ndarray, list[PoolEn
     if not entries:
         raise FileNotFoundError(f"{exp_dir}: no trial has produced predictions yet")
     return np.stack([e.predictions(part) for e in entries]), entries
+
+
+def _read_trial(run: TrialRunDir) -> PoolEntry | str | None:
+    """The trial's entry; or why it is left out; None if it has written no checkpoint yet."""
+    ckpt = run.best_checkpoint()
+    if ckpt is None:
+        written = run.checkpoints()  # each has a trainer file: finished writing, then damaged
+        return f"no complete checkpoint: {written[-1].problem()}" if written else None
+    try:
+        trainer, config = ckpt.trainer(), ckpt.config()
+    except IncompleteCheckpoint as e:
+        return str(e)
+    for part in PARTS:
+        try:  # mmap: scanned, not held; the ensemble loads the members it uses
+            finite = bool(np.isfinite(ckpt.predictions(part, mmap=True)).all())
+        except (OSError, ValueError, EOFError, TypeError) as e:  # TypeError: not numbers
+            return f"{ckpt.preds_file(part)} is unreadable ({e})"
+        if not finite:
+            return f"its {part} predictions hold NaN or inf"
+    return PoolEntry(trial_id=run.path.name, checkpoint=ckpt.path, finished=bool(trainer.get("finished")),
+                     epoch=trainer["epoch"], config=config, history=trainer["history"],
+                     final_metrics=trainer.get("final_metrics"))

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .experiment import tune_runs
-from .pool import load_pool
+from ..layout.experiment_dir import ExperimentDir
+from .pool import read_pool, skipped_note
 
 
 def _tune_states(exp_dir: Path) -> dict[str, dict]:
     """trial id -> {state, error, time_s} from every Tune run's saved experiment state."""
     out = {}
-    for tune_dir in tune_runs(exp_dir):
+    for tune_dir in ExperimentDir(exp_dir).tune_runs():
         out.update(_run_states(tune_dir))
     return out
 
@@ -43,7 +43,8 @@ def tricks_on(config: dict) -> str:
 
 def leaderboard(exp_dir: Path) -> str:
     states = _tune_states(exp_dir)
-    pool = {e.trial_id: e for e in load_pool(exp_dir)}
+    found = read_pool(exp_dir)
+    pool = {e.trial_id: e for e in found.entries}
     metric = next(iter(pool.values())).metric if pool else None
     rows = []
     for tid in sorted(set(states) | set(pool)):
@@ -63,4 +64,6 @@ def leaderboard(exp_dir: Path) -> str:
         s = f"{score:.4f}" if score is not None else "-"
         t = f"{time_s:.0f}" if time_s is not None else "-"
         lines.append(f"{tid:<22} {state:<11} {epochs:>6} {s:>14} {t:>8}  {fusion:<7} {tricks}" + (f"\n{'':<22} error: {error}" if error else ""))
+    if found.skipped:
+        lines.append(f"note: {skipped_note(found.skipped)}")
     return "\n".join(lines)

@@ -5,30 +5,29 @@ The loop only talks to this interface, so the same code runs in-process and in a
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
+from ..layout.checkpoint_dir import TrialRunDir
+
 
 class LocalContext:
-    """One process. Checkpoints go to out_dir/checkpoints/epoch_NNN (the newest `keep` are kept);
-    a later run with the same out_dir resumes from the newest one."""
+    """One process. Checkpoints go to the run directory out_dir (layout.checkpoint_dir.TrialRunDir:
+    the newest `keep` epoch checkpoints are kept); a later run with the same out_dir resumes from
+    the newest one."""
     rank, world_size = 0, 1
 
     def __init__(self, out_dir: str | Path, *, keep: int = 1, device: str | None = None):
-        self.out_dir = Path(out_dir)
+        self.run = TrialRunDir(out_dir)
         self.keep = keep
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.checkpoints = self.out_dir / "checkpoints"
 
     def latest_checkpoint(self) -> Path | None:
-        if (self.out_dir / "final" / "trainer.json").is_file():
-            return self.out_dir / "final"
-        found = sorted(self.checkpoints.glob("epoch_*")) if self.checkpoints.is_dir() else []
-        return found[-1] if found else None
+        found = self.run.resume_point()
+        return found.path if found else None
 
     def prepare_model(self, model):
         return model.to(self.device)
@@ -37,25 +36,12 @@ class LocalContext:
         return loader
 
     def report(self, metrics: dict, checkpoint: Path | None) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+        self.run.append_metrics(metrics)
         if checkpoint is not None:
-            final = metrics.get("final")
-            target = self.out_dir / "final" if final else self.checkpoints / f"epoch_{metrics['epoch']:03d}"
-            if target.exists():
-                shutil.rmtree(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(checkpoint), target)  # a whole directory appears, or none
-            old = sorted(self.checkpoints.glob("epoch_*"))
-            for stale in old if final else old[: -self.keep]:  # final supersedes resume checkpoints
-                shutil.rmtree(stale)
-            if final and self.checkpoints.is_dir():
-                self.checkpoints.rmdir()
+            self.run.commit(checkpoint, epoch=metrics["epoch"], final=bool(metrics.get("final")), keep=self.keep)
 
     def scratch_dir(self) -> Path:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".ckpt-", dir=self.out_dir))
+        return self.run.scratch()
 
 
 class TuneContext(LocalContext):

@@ -137,8 +137,8 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
             resume_state = {}  # a finished run is never trained further
         ckpt = None
         if ctx.rank == 0:
-            ckpt = checkpoint.write(ctx.scratch_dir(), model=model, preds=preds, trainer=trainer, **resume_state)
-            cfg.save(ckpt / "config.json")
+            ckpt = checkpoint.write(ctx.scratch_dir(), model=model, preds=preds, trainer=trainer,
+                                    config=cfg.to_flat(), **resume_state)
         ctx.report(report, ckpt)
     return report
 

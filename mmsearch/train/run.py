@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..layout.checkpoint_dir import TrialRunDir
 from .context import LocalContext
 from .loop import train
 
@@ -36,5 +37,5 @@ def run_ray(trial: dict, data_dir: str | Path, out_dir: str | Path, *, workers: 
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:
-        shutil.copytree(d, out / "final", dirs_exist_ok=True)
+        shutil.copytree(d, TrialRunDir(out).final.path, dirs_exist_ok=True)
     return result.metrics

@@ -1,0 +1,104 @@
+"""An experiment directory: the one place its file names live.
+
+    EXP/experiment.json           the search settings (what `mmsearch resume` needs to continue)
+    EXP/space.yaml                the search space, copied
+    EXP/data/                     the table prepared once (inside: mmsearch.data.prepare)
+    EXP/tune/, tune_2/, ...       Ray Tune's runs: the search, then each extension of it
+    EXP/train/TRIAL_ID/           each trial's run directory (layout.checkpoint_dir.TrialRunDir)
+    EXP/ensemble/ensemble.json    the ensemble `mmsearch ensemble` chose
+
+Files that another process may read while they are rewritten go through mmsearch._atomic.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._atomic import atomic_write_text
+from ..errors import MMSearchError
+from .checkpoint_dir import TrialRunDir
+
+_TUNE = "tune"
+
+
+@dataclass(frozen=True)
+class ExperimentDir:
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def settings_file(self) -> Path:
+        return self.path / "experiment.json"
+
+    @property
+    def space_file(self) -> Path:
+        return self.path / "space.yaml"
+
+    @property
+    def data(self) -> Path:
+        return self.path / "data"
+
+    @property
+    def train(self) -> Path:
+        """Where trial run directories live (Ray Train's storage_path for multi-worker trials)."""
+        return self.path / "train"
+
+    @property
+    def ensemble_file(self) -> Path:
+        return self.path / "ensemble" / "ensemble.json"
+
+    def trial_run(self, trial_id: str) -> TrialRunDir:
+        return TrialRunDir(self.train / trial_id)
+
+    def trial_runs(self) -> list[TrialRunDir]:
+        """Every trial that has a run directory, by trial id."""
+        found = sorted(p for p in self.train.iterdir() if p.is_dir()) if self.train.is_dir() else []
+        return [TrialRunDir(p) for p in found]
+
+    def tune_runs(self) -> list[Path]:
+        """The Tune runs in order: tune, tune_2, tune_3, ..."""
+        runs = [p for p in self.path.glob(f"{_TUNE}*") if p.is_dir() and _tune_index(p.name) is not None]
+        return sorted(runs, key=lambda p: _tune_index(p.name))
+
+    def next_tune_run(self) -> str:
+        """The name of the Tune run that extends the search next."""
+        runs = self.tune_runs()
+        return f"{_TUNE}_{_tune_index(runs[-1].name) + 1}" if runs else _TUNE
+
+    # -- settings and ensemble: read while rewritten, so written atomically ---------------------
+    def write_settings(self, settings: dict) -> None:
+        atomic_write_text(self.settings_file, json.dumps(settings, indent=1))
+
+    def read_settings(self) -> dict | None:
+        """None if this is not an experiment (no settings file)."""
+        return _read_json(self.settings_file, "`mmsearch search` writes it; create the experiment again")
+
+    def write_ensemble(self, content: dict) -> None:
+        atomic_write_text(self.ensemble_file, json.dumps(content, indent=1))
+
+    def read_ensemble(self) -> dict | None:
+        """None if no ensemble has been built yet."""
+        return _read_json(self.ensemble_file, f"run `mmsearch ensemble {self.path}` again")
+
+
+def _tune_index(name: str) -> int | None:
+    """tune -> 1, tune_N -> N, anything else -> None."""
+    if name == _TUNE:
+        return 1
+    head, _, n = name.partition("_")
+    return int(n) if head == _TUNE and n.isdigit() else None
+
+
+def _read_json(path: Path, remedy: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MMSearchError(f"{path} is unreadable ({e}); {remedy}") from None
+    if not isinstance(data, dict):
+        raise MMSearchError(f"{path} does not hold a JSON object; {remedy}")
+    return data
