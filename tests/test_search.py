@@ -147,6 +147,14 @@ def _reported_epochs(exp):
     return [(r["epoch"], r["final"]) for r in rows]
 
 
+def _epoch(trainer_json) -> int:
+    """The checkpoint's epoch; 0 while Ray Train is still copying the file (not written atomically)."""
+    try:
+        return json.loads(trainer_json.read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 @pytest.mark.parametrize("runner, process", [("auto", "ImplicitFunc"), ("ray-train", "RayTrainWorker")])
 def test_a_killed_worker_restarts_from_its_last_checkpoint(tmp_path, runner, process):
     """SIGKILL the process that trains (the one-worker trial itself; a Ray Train worker) after
@@ -163,7 +171,7 @@ def test_a_killed_worker_restarts_from_its_last_checkpoint(tmp_path, runner, pro
     def kill_worker_after_first_checkpoint():
         deadline = time.time() + 300
         while time.time() < deadline and not killed:
-            if any(json.loads(p.read_text())["epoch"] >= 1 for p in (exp / "train").glob("*/**/trainer.json")):
+            if any(_epoch(p) >= 1 for p in (exp / "train").glob("*/**/trainer.json")):
                 for pid in _pids_running(process):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
