@@ -1,18 +1,30 @@
+from dataclasses import asdict, replace
+
 import pytest
 import torch
 
 from mmsearch.config import TrialConfig
 from mmsearch.data.images import load_image
-from mmsearch.models.encoders import BuildContext, layer_ids_by_order
+from mmsearch.models.encoders import BuildContext, tower_depths
+from mmsearch.models.encoders.hf_text import minilm_dir
 from mmsearch.models.model import build_model
-from mmsearch.registry import ENCODERS
+from mmsearch.registry import ENCODERS, FUSIONS
 
 CTX = BuildContext(n_num=2, cat_cardinalities=(5,), n_image_columns=1, image_size=32, max_text_len=12)
 TINY_ARGS = {"timm": dict(model_name="test_efficientnet", pretrained=False, drop_path_rate=0.0),
+             "lite0": dict(pretrained=False),
              "tiny_text": dict(hidden=32, layers=2, heads=2, pooling="mean"),
+             "minilm": dict(pooling="mean"),
+             "hf": dict(model_name=str(minilm_dir()), pooling="cls"),
              "ft_transformer": dict(n_blocks=1, d_block=32, attention_n_heads=4, attention_dropout=0.0,
                                     ffn_d_hidden_multiplier=1.0, ffn_dropout=0.0, residual_dropout=0.0),
              "clip_tiny": dict(embed_dim=32, width=32, layers=1, image_size=32, patch_size=16)}
+# encoders that only load weights from a hub, tested through the class they share with an offline one
+STAND_INS = {"open_clip": "clip_tiny"}
+# timm trunks whose pooling head has parameters of its own (norm, fc_norm, a
+# widening pre-logits layer) next to one whose head has none (a ViT with an attention pool,
+# test_vit3, takes only its own image size)
+TIMM_TRUNKS = ["test_efficientnet", "test_convnext", "test_vit2", "test_mambaout"]
 
 
 def _batch(enc, b=3):
@@ -25,17 +37,71 @@ def _batch(enc, b=3):
     return batch
 
 
-@pytest.mark.parametrize("name", sorted(TINY_ARGS))
-def test_encoder_outputs_and_layer_ids(name):
-    torch.manual_seed(0)
-    enc = ENCODERS.get(name)(CTX, **TINY_ARGS[name]).eval()
+def _unreached_after_one_backward(enc, fusion_name: str) -> list[str]:
+    """Names of trainable parameters (encoder and fusion) that get no gradient from the loss;
+    checks on the way that the encoder outputs what the fusion reads."""
+    reads = FUSIONS.get(fusion_name).reads
     out = enc(_batch(enc))
     for o in out.values():
-        assert o.pooled.shape == (3, enc.out_dim) and o.tokens.shape[0] == 3 and o.tokens.shape[-1] == enc.token_dim
-    ids, n_layers = enc.layer_ids()
-    trainable = {k for k, p in enc.named_parameters() if p.requires_grad}
-    assert trainable <= set(ids) and n_layers >= 2
-    assert all(0 <= ids[k] < n_layers for k in trainable)
+        if reads == "pooled":
+            assert o.pooled.shape == (3, enc.out_dim)
+        else:
+            assert o.tokens.shape[0] == 3 and o.tokens.shape[-1] == enc.token_dim
+    fusion_cls = FUSIONS.get(fusion_name)
+    fusion = fusion_cls({m: (enc.out_dim, enc.token_dim) for m in out}, 3, **asdict(fusion_cls.Config()))
+    result = fusion(out, {})
+    (result.logits.sum() + sum(l.sum() for l in result.modality_logits.values())).backward()
+    named = [*enc.named_parameters(prefix="encoder"), *fusion.named_parameters(prefix="fusion")]
+    return [n for n, p in named if p.requires_grad and p.grad is None]
+
+
+def test_every_registered_encoder_is_covered():
+    assert set(TINY_ARGS) | set(STAND_INS) == set(ENCODERS.names())
+
+
+@pytest.mark.parametrize("fusion", FUSIONS.names())
+@pytest.mark.parametrize("name", sorted(TINY_ARGS))
+def test_every_parameter_gets_a_gradient(name, fusion):
+    """Every encoder x every fusion: a parameter no loss reaches makes DDP fail on the second step
+    (and wastes memory), so an encoder builds only what the fusion reads."""
+    torch.manual_seed(0)
+    enc = ENCODERS.get(name)(replace(CTX, fusion_reads=FUSIONS.get(fusion).reads), **TINY_ARGS[name])
+    assert _unreached_after_one_backward(enc, fusion) == []
+    depths = enc.layer_depths()  # LLRD: every trainable parameter has a depth, the top one is 1
+    assert set(depths) == {k for k, p in enc.named_parameters() if p.requires_grad} and min(depths.values()) == 1
+
+
+@pytest.mark.parametrize("fusion", FUSIONS.names())
+@pytest.mark.parametrize("trunk", TIMM_TRUNKS)
+def test_timm_trunks_build_only_what_the_fusion_reads(trunk, fusion):
+    torch.manual_seed(0)
+    ctx = replace(CTX, fusion_reads=FUSIONS.get(fusion).reads)
+    enc = ENCODERS.get("timm")(ctx, **{**TINY_ARGS["timm"], "model_name": trunk})
+    assert _unreached_after_one_backward(enc, fusion) == []
+
+
+@pytest.mark.parametrize("missing", ["image", "text"])
+def test_clip_pair_builds_only_the_towers_of_present_modalities(missing):
+    torch.manual_seed(0)
+    ctx = replace(CTX, modalities=frozenset({"image", "text", "tabular"} - {missing}))
+    enc = ENCODERS.get("clip_tiny")(ctx, **TINY_ARGS["clip_tiny"])
+    tower = "model.visual." if missing == "image" else "model.transformer."
+    assert not any(n.startswith(tower) for n, _ in enc.named_parameters())
+    batch = _batch(enc)
+    for key in [k for k in batch if k.startswith(missing)]:
+        del batch[key]  # the table has no such column: the batch has no such key
+    out = enc(batch)
+    assert set(out) == {"image", "text"} - {missing}
+    out[next(iter(out))].pooled.sum().backward()
+    assert [n for n, p in enc.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_ft_transformer_under_early_fusion_has_no_blocks():
+    kwargs = TINY_ARGS["ft_transformer"]
+    late = ENCODERS.get("ft_transformer")(CTX, **kwargs)
+    early = ENCODERS.get("ft_transformer")(replace(CTX, fusion_reads="tokens"), **kwargs)
+    assert any(".blocks." in n for n, _ in late.named_parameters())
+    assert not any(".blocks." in n for n, _ in early.named_parameters())
 
 
 def test_missing_text_is_the_empty_text():
@@ -60,11 +126,42 @@ def test_missing_image_is_the_zero_image():
     torch.testing.assert_close(out[1], enc.trunk.forward_head(enc.trunk.forward_features(zero), pre_logits=True)[0])
 
 
-def test_layer_ids_by_order():
-    names = ["embeddings.word.weight", "encoder.layer.0.w", "encoder.layer.1.w", "pooler.dense.weight"]
-    ids, n = layer_ids_by_order(names)
-    assert ids == {"embeddings.word.weight": 0, "encoder.layer.0.w": 1, "encoder.layer.1.w": 2, "pooler.dense.weight": 2}
-    assert n == 3
+def test_clip_tiny_depths_follow_the_module_structure():
+    """Each CLIP tower counts its own depths from its top: projection and final norm 1, the last
+    block 2, ..., the embeddings (and the ViT's stem and pre-norm) deepest, whatever order
+    PyTorch lists them in (it lists CLIP's proj / class embedding / text projection first and
+    the text token embedding after the blocks)."""
+    enc = ENCODERS.get("clip_tiny")(CTX, embed_dim=32, width=32, layers=2, image_size=32, patch_size=16)
+    d = {k.removeprefix("model."): v for k, v in enc.layer_depths().items()}
+    expected = {
+        "visual.proj": 1, "visual.ln_post.weight": 1,
+        "visual.transformer.resblocks.1.attn.in_proj_weight": 2, "visual.transformer.resblocks.0.mlp.c_fc.weight": 3,
+        "visual.class_embedding": 4, "visual.positional_embedding": 4, "visual.conv1.weight": 4, "visual.ln_pre.weight": 4,
+        "text_projection": 1, "ln_final.weight": 1,
+        "transformer.resblocks.1.ln_1.weight": 2, "transformer.resblocks.0.attn.out_proj.weight": 3,
+        "token_embedding.weight": 4, "positional_embedding": 4,
+    }
+    assert {k: d[k] for k in expected} == expected
+    assert "logit_scale" not in d  # frozen: not trained, so no depth
+
+
+def test_tower_depths_of_a_bert_like_tower():
+    from torch import nn
+
+    class Tower(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embeddings = nn.Embedding(10, 4)
+            self.encoder = nn.Module()
+            self.encoder.layer = nn.ModuleList([nn.Linear(4, 4) for _ in range(3)])
+            self.pooler = nn.Linear(4, 4)
+
+    names = [n for n, _ in Tower().named_parameters()]
+    depths = tower_depths(Tower(), names)
+    assert depths["pooler.weight"] == 1 and depths["encoder.layer.2.weight"] == 2
+    assert depths["encoder.layer.0.bias"] == 4 and depths["embeddings.weight"] == 5
+    no_top = tower_depths(Tower(), [n for n in names if not n.startswith("pooler")])
+    assert no_top["encoder.layer.2.weight"] == 1 and no_top["embeddings.weight"] == 4
 
 
 def test_packaged_lite0_weights_recognise_a_palace(tmp_path):

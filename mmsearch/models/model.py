@@ -49,6 +49,8 @@ def build_model(cfg: TrialConfig, data: PreparedData, *, pretrained: bool = True
         image_size=m.image_size,
         max_text_len=m.max_text_len,
         pretrained=pretrained,
+        fusion_reads=FUSIONS.get(m.fusion).reads,
+        modalities=frozenset(k for k, v in has.items() if v),
     )
     wanted = {}
     if m.pair != NONE and (has["image"] or has["text"]):

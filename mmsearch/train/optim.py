@@ -16,8 +16,7 @@ def param_specs(model: nn.Module, weight_decay: float) -> list[ParamSpec]:
     embeddings, which decay would only shrink)."""
     depth: dict[str, int] = {}
     for slot, encoder in model.encoders.items():
-        ids, n_layers = encoder.layer_ids()
-        depth.update({f"encoders.{slot}.{name}": n_layers - i for name, i in ids.items()})
+        depth.update({f"encoders.{slot}.{name}": d for name, d in encoder.layer_depths().items()})
     specs = []
     for name, p in model.named_parameters():
         if not p.requires_grad:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar, Iterable
+from typing import ClassVar, Iterable, Literal
 
 import torch
 from torch import nn
@@ -18,16 +18,21 @@ from ...registry import ENCODERS
 register_encoder = ENCODERS.register
 
 
+Reads = Literal["pooled", "tokens"]  # which output of the encoders a fusion consumes
+
+
 @dataclass
 class EncoderOutput:
-    pooled: torch.Tensor                    # [B, out_dim]: one vector per row
-    tokens: torch.Tensor                    # [B, T, token_dim]: for early fusion
-    token_mask: torch.Tensor | None = None  # [B, T] True = a real token (None: all real)
+    """What the fusion reads (see BuildContext.fusion_reads); the other view is None where
+    computing it would take parameters of its own (those would get no gradient, and DDP fails)."""
+    pooled: torch.Tensor | None = None        # [B, out_dim]: one vector per row
+    tokens: torch.Tensor | None = None        # [B, T, token_dim]: for early fusion
+    token_mask: torch.Tensor | None = None    # [B, T] True = a real token (None: all real)
 
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What an encoder needs to know about the data to be built."""
+    """What an encoder needs to know about the data and the fusion to be built."""
     n_num: int
     cat_cardinalities: tuple[int, ...]
     n_image_columns: int
@@ -36,6 +41,10 @@ class BuildContext:
     # False: the caller loads trained weights over the whole model (an exported bundle), so
     # encoders skip fetching / reading pretrained backbone weights, and change nothing else
     pretrained: bool = True
+    # the fusion's Fusion.reads: an encoder builds only the parameters on that path
+    fusion_reads: Reads = "pooled"
+    # the modalities the table has: an encoder covering several (the CLIP pair) builds only their towers
+    modalities: frozenset[str] = frozenset({"image", "text", "tabular"})
 
 
 class Encoder(nn.Module):
@@ -43,41 +52,65 @@ class Encoder(nn.Module):
     modality: ClassVar[str]  # "image", "text", "tabular" or "pair" (image + text)
     out_dim: int             # size of the pooled vector
     token_dim: int           # size of each token
-    layer_prefixes: ClassVar[tuple[str, ...]] = ("",)  # towers that get their own LLRD depths
+    # module paths of the towers that count their own LLRD depths; a parameter belongs to the
+    # first tower whose path contains it ("": the whole encoder)
+    towers: ClassVar[tuple[str, ...]] = ("",)
 
-    def layer_ids(self) -> tuple[dict[str, int], int]:
-        """(parameter name -> layer id counted from the input side, number of layers).
-        Default: by order of parameters (see layer_ids_by_order), per tower."""
-        ids: dict[str, int] = {}
-        n_layers = 0
-        named = list(self.named_parameters())
-        for prefix in self.layer_prefixes:
-            tower = [(n, p) for n, p in named if n.startswith(prefix) and n not in ids]
-            tower_ids, n = layer_ids_by_order(n for n, _ in tower)
-            ids.update(tower_ids)
-            n_layers = max(n_layers, n)
-        return ids, n_layers
-
-
-_BLOCK = re.compile(r"(?:^|\.)(?:layer|layers|blocks|resblocks)\.(\d+)(?:\.|$)")
+    def layer_depths(self) -> dict[str, int]:
+        """Trainable parameter name -> depth from the top of its tower (1 = next to the fusion),
+        from the module structure (see tower_depths)."""
+        trainable = [n for n, p in self.named_parameters() if p.requires_grad]
+        depths: dict[str, int] = {}
+        for tower in self.towers:
+            prefix = f"{tower}." if tower else ""
+            names = [n[len(prefix):] for n in trainable if n.startswith(prefix) and n not in depths]
+            module = self.get_submodule(tower) if tower else self
+            depths.update({prefix + n: d for n, d in tower_depths(module, names).items()})
+        return depths
 
 
-def layer_ids_by_order(names: Iterable[str]) -> tuple[dict[str, int], int]:
-    """Layer ids for a transformer tower from its parameter names, in definition order:
-    parameters before the first block (embeddings) -> 0, block i -> i + 1, parameters after the
-    last block (final norm, pooler, projection) -> the last block's id."""
+_BLOCK = re.compile(r"^(?P<container>(?:.+?\.)?(?:layer|layers|blocks|resblocks))\.(?P<index>\d+)\.")
+# input-side parameters wherever the model defines them (CLIP's text tower defines its token
+# embedding after its blocks, and class / positional embeddings sit next to the output projection)
+_EMBEDDING = re.compile(r"embed|cls_token|class_token")
+
+
+def tower_depths(tower: nn.Module, names: Iterable[str]) -> dict[str, int]:
+    """Depth of each parameter (name relative to `tower`) by where it sits in the module tree,
+    not by the order PyTorch lists parameters in. Levels, from the top: the output side (final
+    norm, projection: depth 1), the blocks of the tower's block container (last block on top),
+    the input side (embeddings, stem). Output / input side: an embedding is input side wherever
+    it is defined; any other parameter is on the side of the block container where its module is
+    attached (a child defined before the container's branch is input side, after it output side;
+    a parameter attached directly to an ancestor of the blocks, such as CLIP's `proj`, is output
+    side). A tower without blocks is one level (depth 1)."""
     names = list(names)
-    blocks = {n: int(m.group(1)) for n in names if (m := _BLOCK.search(n))}
-    if not blocks:
-        return {n: 0 for n in names}, 1
-    last = max(blocks.values()) + 1
-    ids, seen_block = {}, False
-    for n in names:
-        if n in blocks:
-            ids[n], seen_block = blocks[n] + 1, True
-        else:
-            ids[n] = last if seen_block else 0
-    return ids, last + 1
+    matches = {n: m for n in names if (m := _BLOCK.match(n))}
+    if not matches:
+        return {n: 1 for n in names}
+    containers = [m["container"] for m in matches.values()]
+    container = max(set(containers), key=containers.count)  # the tower's main stack of blocks
+    blocks = {n: int(m["index"]) for n, m in matches.items() if m["container"] == container}
+    n_blocks = max(blocks.values()) + 1
+    output_side = {n for n in names if n not in blocks and not _is_input_side(tower, n, container)}
+    top = 1 if output_side else 0  # the last block's depth is 1 when nothing sits above it
+    depths = {n: 1 for n in output_side}
+    depths.update({n: top + n_blocks - i for n, i in blocks.items()})
+    depths.update({n: top + n_blocks + 1 for n in names if n not in depths})  # the input side
+    return depths
+
+
+def _is_input_side(tower: nn.Module, name: str, container: str) -> bool:
+    if _EMBEDDING.search(name):
+        return True
+    path, target = name.split(".")[:-1], container.split(".")
+    common = 0
+    while common < min(len(path), len(target)) and path[common] == target[common]:
+        common += 1
+    if common == len(path):  # attached directly to an ancestor of the blocks: a projection
+        return False
+    children = list(tower.get_submodule(".".join(path[:common]))._modules)
+    return children.index(path[common]) < children.index(target[common])
 
 
 def normalized_images(images: torch.Tensor, present: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,10 @@ TINY_CLIP = "mmsearch-clip-tiny"
 
 
 class OpenClipPair(Encoder):
-    """Both towers of one CLIP model; outputs the projected (aligned) image and text vectors."""
+    """Both towers of one CLIP model (only the tower of a modality the table has); outputs the
+    projected (aligned) image and text vectors, which are also the one token each for early fusion."""
     modality = "pair"
-    layer_prefixes = ("model.visual.", "model.")  # each tower gets its own LLRD depths
+    towers = ("model.visual", "model")  # the vision tower; the text tower is the rest of the model
 
     def __init__(self, ctx: BuildContext, model_name: str, pretrained: str | None):
         import open_clip
@@ -43,6 +44,7 @@ class OpenClipPair(Encoder):
         self.register_buffer("empty_ids", empty[0], persistent=False)
         with torch.no_grad():
             self.out_dim = self.token_dim = self.model.encode_text(empty).shape[-1]
+        _drop_unused_tower(self.model, ctx.modalities)
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids = self._tokenizer(texts)  # CLIP has a fixed context length; pad id is 0
@@ -60,6 +62,21 @@ class OpenClipPair(Encoder):
             pooled = self.model.encode_text(ids)
             out["text"] = EncoderOutput(pooled=pooled, tokens=pooled.unsqueeze(1))
         return out
+
+
+_NOT_TEXT_TOWER = ("visual", "logit_scale", "logit_bias")
+
+
+def _drop_unused_tower(model: torch.nn.Module, modalities: frozenset[str]) -> None:
+    """A tower whose modality the table lacks would get no gradient: remove it. The vision tower
+    is `visual`; the text tower is everything else but the contrastive scalars (its modules and
+    parameters hang directly off CLIP, or sit in `text` for open_clip's CustomTextCLIP)."""
+    if "image" not in modalities:
+        model.visual = None
+    if "text" not in modalities:
+        for name in [*model._modules, *model._parameters]:
+            if name not in _NOT_TEXT_TOWER:
+                setattr(model, name, None)
 
 
 @register_encoder

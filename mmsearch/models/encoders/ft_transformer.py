@@ -10,8 +10,9 @@ from . import BuildContext, Encoder, EncoderOutput, register_encoder
 
 @register_encoder
 class FTTransformerEncoder(Encoder):
-    """Pooled = the backbone's [CLS] output (rtdl prepends CLS at index 0). Tokens for early
-    fusion = the per-feature embeddings (the shared fusion transformer takes the blocks' role).
+    """Pooled (late fusion) = the backbone's [CLS] output (rtdl prepends CLS at index 0).
+    Tokens (early fusion) = the [CLS] and per-feature embeddings: the shared fusion transformer
+    takes the blocks' role, so they are not built (n_blocks is then unused).
     Missing numbers arrive imputed (train mean = 0 after scaling), missing categories as id 0."""
     name = "ft_transformer"
     modality = "tabular"
@@ -31,17 +32,21 @@ class FTTransformerEncoder(Encoder):
 
         super().__init__()
         self.has_num, self.has_cat = ctx.n_num > 0, len(ctx.cat_cardinalities) > 0
+        self.reads = ctx.fusion_reads
+        if self.reads == "tokens":
+            kwargs["n_blocks"] = 0
         self.ft = FTTransformer(n_cont_features=ctx.n_num, cat_cardinalities=list(ctx.cat_cardinalities), d_out=None, **kwargs)
         self.out_dim = self.token_dim = kwargs["d_block"]
 
     def forward(self, batch: dict) -> dict[str, EncoderOutput]:
         x_num = torch.where(batch["num_mask"], batch["num"], 0.0) if self.has_num else None
         x_cat = batch["cat"] if self.has_cat else None
-        pooled = self.ft(x_num, x_cat)
+        if self.reads == "pooled":
+            return {"tabular": EncoderOutput(pooled=self.ft(x_num, x_cat))}
         lead = (x_num if x_num is not None else x_cat).shape[:-1]
         tokens = [self.ft.cls_embedding(lead)]
         if self.has_num:
             tokens.append(self.ft.cont_embeddings(x_num))
         if self.has_cat:
             tokens.append(self.ft.cat_embeddings(x_cat))
-        return {"tabular": EncoderOutput(pooled=pooled, tokens=torch.cat(tokens, dim=1))}
+        return {"tabular": EncoderOutput(tokens=torch.cat(tokens, dim=1))}

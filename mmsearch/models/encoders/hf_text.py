@@ -23,6 +23,11 @@ class HFTextEncoder(Encoder):
 
     def __init__(self, ctx: BuildContext, model, tokenizer, pooling: str):
         super().__init__()
+        if isinstance(getattr(model, "pooler", None), torch.nn.Module):
+            # BERT-style models come with a pooler (AutoModel builds it); the encoder pools
+            # last_hidden_state itself, so the pooler would get no gradient (and DDP fails on it).
+            # Their forward skips a pooler that is None.
+            model.pooler = None
         self.model, self.tokenizer, self.pooling = model, tokenizer, pooling
         self.max_len = ctx.max_text_len
         self.out_dim = self.token_dim = model.config.hidden_size
@@ -99,4 +104,4 @@ class TinyText(HFTextEncoder):
         tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
         config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                             num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=512)
-        super().__init__(ctx, BertModel(config, add_pooling_layer=False), tokenizer, pooling)
+        super().__init__(ctx, BertModel(config), tokenizer, pooling)  # with a pooler, as AutoModel builds BERTs

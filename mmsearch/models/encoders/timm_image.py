@@ -11,33 +11,63 @@ from . import BuildContext, Encoder, EncoderOutput, normalized_images, register_
 
 class TimmImageEncoder(Encoder):
     """Shared trunk over every image column; missing images are zero images (the imputation
-    baseline); the pooled vector is the mean over a row's image columns."""
+    baseline). Pooled: timm's pooling head (pre-logits), averaged over a row's image columns.
+    Tokens (early fusion): the feature map's positions (or a ViT's tokens) of every column; the
+    pooling head is then not built (its parameters would get no gradient)."""
     modality = "image"
 
     def __init__(self, ctx: BuildContext, trunk: nn.Module, mean, std, default_size: int):
         super().__init__()
         self.trunk = trunk
+        self.reads = ctx.fusion_reads
         self.image_size = ctx.image_size or default_size
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.out_dim = self.token_dim = trunk.num_features
+        self.token_dim = trunk.num_features
+        self.out_dim = getattr(trunk, "head_hidden_size", trunk.num_features)  # a head may widen (MobileNetV3)
+        if self.reads == "tokens":
+            _drop_pooling_head(trunk, self.image_size)
 
     def forward(self, batch: dict) -> dict[str, EncoderOutput]:
         images, present = batch["image"], batch["image_mask"]  # [B, n, 3, S, S] uint8, [B, n]
         b, n = present.shape
         features = self.trunk.forward_features(normalized_images(images, present, self.mean, self.std))
-        pooled = self.trunk.forward_head(features, pre_logits=True).view(b, n, -1).mean(1)
-        tokens = features.flatten(2).transpose(1, 2) if features.ndim == 4 else features
-        tokens = tokens.reshape(b, n * tokens.shape[1], -1)
-        return {"image": EncoderOutput(pooled=pooled, tokens=tokens)}
+        if self.reads == "pooled":
+            return {"image": EncoderOutput(pooled=self.trunk.forward_head(features, pre_logits=True).view(b, n, -1).mean(1))}
+        if features.ndim == 4:  # a feature map: one token per position
+            channels_last = getattr(self.trunk, "output_fmt", "NCHW") == "NHWC"  # timm's flag (Swin, MambaOut)
+            features = features.flatten(1, 2) if channels_last else features.flatten(2).transpose(1, 2)
+        return {"image": EncoderOutput(tokens=features.reshape(b, n * features.shape[1], -1))}
 
-    def layer_ids(self) -> tuple[dict[str, int], int]:
-        """timm's own block grouping (the one its layer-decay optimizer uses)."""
+    def layer_depths(self) -> dict[str, int]:
+        """timm's own block grouping (the one its layer-decay optimizer uses), top group = 1."""
         from timm.models import group_parameters
 
         groups = group_parameters(self.trunk, self.trunk.group_matcher(coarse=False))
-        ids = {f"trunk.{name}": i for i, names in enumerate(groups.values()) for name in names}
-        return ids, len(groups)
+        return {f"trunk.{name}": len(groups) - i for i, names in enumerate(groups.values()) for name in names}
+
+
+def _drop_pooling_head(trunk: nn.Module, image_size: int) -> None:
+    """Replace the modules that only forward_head uses (ConvNeXt's head norm, a ViT's fc_norm or
+    attention pool, ...) by Identity. timm has no call that removes them and nothing else (its
+    prune_intermediate_layers also cuts EfficientNet's conv_head, which feeds the features), so
+    they are found by following one forward_features pass on a blank image back to the weights."""
+    training = trunk.training
+    trunk.eval()  # no batch-norm statistics update from the probe
+    params = dict(trunk.named_parameters())
+    out = trunk.forward_features(torch.zeros(1, 3, image_size, image_size))
+    grads = torch.autograd.grad(out.float().sum(), list(params.values()), allow_unused=True)
+    trunk.train(training)
+    unreached = {name for name, g in zip(params, grads) if g is None}
+    dropped: list[str] = []
+    for path, module in list(trunk.named_modules()):
+        if not path or any(path.startswith(f"{d}.") for d in dropped):
+            continue
+        own = {f"{path}.{n}" for n, _ in module.named_parameters()}
+        if own and own <= unreached:
+            parent, _, child = path.rpartition(".")
+            setattr(trunk.get_submodule(parent), child, nn.Identity())
+            dropped.append(path)
 
 
 @register_encoder

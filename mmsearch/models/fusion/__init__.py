@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ...registry import FUSIONS
+from ..encoders import Reads
 
 register_fusion = FUSIONS.register
 
@@ -22,6 +23,9 @@ class ModelOutput:
 
 class Fusion(nn.Module):
     name: ClassVar[str]
+    # the encoder output it consumes: encoders are told (BuildContext.fusion_reads) and build only
+    # the parameters on that path, so every parameter gets a gradient (DDP requires it)
+    reads: ClassVar[Reads]
 
     def __init__(self, dims: dict[str, tuple[int, int]], n_out: int):
         """dims: modality -> (pooled dim, token dim) of its encoder output."""

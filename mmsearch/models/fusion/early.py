@@ -16,6 +16,7 @@ class EarlyFusion(Fusion):
     embedding -> concatenated behind a CLS token -> shared pre-norm transformer -> head on CLS.
     The per-modality features (for alignment losses) are each modality's mean projected token."""
     name = "early"
+    reads = "tokens"
 
     @dataclass(frozen=True)
     class Config:

@@ -15,6 +15,7 @@ class LateFusionMLP(Fusion):
     MLP head (hidden 128, dropout 0.1, leaky ReLU). With per_modality_heads each adapted vector
     also gets its own head (used by Gradient Blending and per-modality losses)."""
     name = "lf_mlp"
+    reads = "pooled"
 
     @dataclass(frozen=True)
     class Config:
