@@ -9,7 +9,7 @@ from . import ParamSpec, Trick, register_trick
 class LayerwiseLRDecay(Trick):
     """lr * decay**depth: fusion and heads (depth 0) keep the base lr, an encoder's top block
     gets decay, the next decay**2, ..., its embeddings the smallest. Each encoder tower counts its
-    own depths (see Encoder.layer_ids)."""
+    own depths (see Encoder.layer_depths)."""
     name = "layerwise_lr_decay"
 
     @dataclass(frozen=True)
