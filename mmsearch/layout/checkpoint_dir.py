@@ -30,6 +30,7 @@ import numpy as np
 
 from .._atomic import atomic_write_text
 from ..errors import MMSearchError
+from ._json import read_object
 
 PARTS = ("val", "holdout")  # every checkpoint holds predictions on these parts of the split
 _WEIGHTS, _CONFIG, _TRAINER = "model.safetensors", "config.json", "trainer.json"
@@ -202,12 +203,7 @@ class TrialRunDir:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
+    data = read_object(path, IncompleteCheckpoint)
+    if data is None:
         raise IncompleteCheckpoint(f"{path} is missing")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IncompleteCheckpoint(f"{path} is unreadable ({e})") from None
-    if not isinstance(data, dict):
-        raise IncompleteCheckpoint(f"{path} does not hold a JSON object")
     return data

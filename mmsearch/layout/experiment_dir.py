@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .._atomic import atomic_write_text
 from ..errors import MMSearchError
+from ._json import read_object
 from .checkpoint_dir import TrialRunDir
 
 _TUNE = "tune"
@@ -74,14 +75,14 @@ class ExperimentDir:
 
     def read_settings(self) -> dict | None:
         """None if this is not an experiment (no settings file)."""
-        return _read_json(self.settings_file, "`mmsearch search` writes it; create the experiment again")
+        return read_object(self.settings_file, MMSearchError, "`mmsearch search` writes it; create the experiment again")
 
     def write_ensemble(self, content: dict) -> None:
         atomic_write_text(self.ensemble_file, json.dumps(content, indent=1))
 
     def read_ensemble(self) -> dict | None:
         """None if no ensemble has been built yet."""
-        return _read_json(self.ensemble_file, f"run `mmsearch ensemble {self.path}` again")
+        return read_object(self.ensemble_file, MMSearchError, f"run `mmsearch ensemble {self.path}` again")
 
 
 def _tune_index(name: str) -> int | None:
@@ -90,15 +91,3 @@ def _tune_index(name: str) -> int | None:
         return 1
     head, _, n = name.partition("_")
     return int(n) if head == _TUNE and n.isdigit() else None
-
-
-def _read_json(path: Path, remedy: str) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MMSearchError(f"{path} is unreadable ({e}); {remedy}") from None
-    if not isinstance(data, dict):
-        raise MMSearchError(f"{path} does not hold a JSON object; {remedy}")
-    return data
