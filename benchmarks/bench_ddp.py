@@ -28,13 +28,13 @@ TRIAL = {"model.image": "lite0", "model.text": "minilm", "model.tabular": "ft_tr
 
 
 def one_run(trial: dict, data_dir: Path, out: Path, workers: int) -> dict:
-    from mmsearch.train.checkpoint import read_trainer
+    from mmsearch.layout import TrialRunDir
     from mmsearch.train.run import run_ray
 
     t0 = time.perf_counter()
     run_ray(trial, data_dir, out, workers=workers)
     wall = time.perf_counter() - t0
-    epochs = [row["epoch_time_s"] for row in read_trainer(out / "final")["history"]]
+    epochs = [row["epoch_time_s"] for row in TrialRunDir(out).final.trainer()["history"]]
     return {"workers": workers, "wall_s": round(wall, 1), "epoch_time_s": [round(t, 2) for t in epochs],
             "epoch_time_after_first_s": round(sum(epochs[1:]) / max(1, len(epochs) - 1), 2)}
 
