@@ -1,4 +1,6 @@
+import math
 from dataclasses import asdict, replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,6 +11,8 @@ from mmsearch.models.encoders import BuildContext, tower_depths
 from mmsearch.models.encoders.hf_text import minilm_dir
 from mmsearch.models.model import build_model
 from mmsearch.registry import ENCODERS, FUSIONS
+from mmsearch.train.context import LocalContext
+from mmsearch.train.loop import train
 
 CTX = BuildContext(n_num=2, cat_cardinalities=(5,), n_image_columns=1, image_size=32, max_text_len=12)
 TINY_ARGS = {"timm": dict(model_name="test_efficientnet", pretrained=False, drop_path_rate=0.0),
@@ -186,7 +190,7 @@ def test_packaged_lite0_weights_recognise_a_palace(tmp_path):
     torch.testing.assert_close(enc.trunk.conv_stem.weight, model.conv_stem.weight)
 
 
-@pytest.mark.parametrize("fusion", ["lf_mlp", "early"])
+@pytest.mark.parametrize("fusion", ["lf_mlp", "early", "lf_transformer"])
 def test_fused_model_forward_backward(small_prepared, tiny, fusion):
     torch.manual_seed(0)
     cfg = TrialConfig.from_flat({**tiny, "model.fusion": fusion, "fusion.lf_mlp.per_modality_heads": True})
@@ -201,6 +205,42 @@ def test_fused_model_forward_backward(small_prepared, tiny, fusion):
         assert set(out.modality_logits) == {"image", "text", "tabular"}
     (out.logits.sum() + sum(l.sum() for l in out.modality_logits.values())).backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("fusion.") and p.requires_grad)
+
+
+def _lf_transformer(dims, n_out=3):
+    torch.manual_seed(0)
+    fusion_cls = FUSIONS.get("lf_transformer")
+    return fusion_cls(dims, n_out, **asdict(fusion_cls.Config())).eval()  # eval: no dropout noise
+
+
+def test_lf_transformer_attends_across_one_token_per_modality():
+    """Effect test: the transformer sees CLS + exactly one token per modality, the logits depend on
+    every modality, and a modality's token output depends on another modality's input, which only
+    attention across tokens can do (a token-wise MLP could not)."""
+    dims = {"image": (6, 6), "tabular": (4, 4), "text": (5, 5)}
+    fusion = _lf_transformer(dims)
+    pooled = {m: torch.randn(2, d) for m, (d, _) in dims.items()}
+    seen = []
+    fusion.transformer.register_forward_hook(lambda mod, args, out: seen.append((args[0].shape, out)))
+
+    def run(**changed):
+        out = fusion({m: SimpleNamespace(pooled=changed.get(m, p)) for m, p in pooled.items()}, {})
+        return out.logits, seen[-1][1]
+
+    logits, tokens = run()
+    assert seen[0][0] == (2, 1 + len(dims), 192)
+    for changed in dims:
+        moved_logits, moved_tokens = run(**{changed: pooled[changed] + 1.0})
+        assert not torch.allclose(moved_logits, logits), f"logits ignore {changed}"
+        for other in sorted(set(dims) - {changed}):
+            i = 1 + fusion.modalities.index(other)
+            assert not torch.allclose(moved_tokens[:, i], tokens[:, i]), f"{other}'s token does not attend to {changed}"
+
+
+def test_lf_transformer_trial_trains_with_finite_losses(small_prepared, tiny, tmp_path):
+    trial = {**tiny, "model.fusion": "lf_transformer", "train.epochs": 1, "train.max_steps_per_epoch": 2}
+    final = train(trial, small_prepared.dir, LocalContext(tmp_path))
+    assert math.isfinite(final["val_loss"]) and math.isfinite(final["holdout_loss"])
 
 
 def test_clip_pair_replaces_image_and_text(small_prepared, tiny):
