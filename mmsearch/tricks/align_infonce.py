@@ -22,7 +22,7 @@ class InfoNCEAlignment(Trick):
     L2-normalise both, logits = scale * f_a @ f_b.T over the batch, and the symmetric cross-entropy
     (rows a->b and columns b->a) with the diagonal (the same row) as the target; the mean over
     pairs, times ``weight``, is added to the loss. ``scale`` = exp(a learnable log-scale),
-    initialised to 1/0.07 and clamped to <= 100.
+    initialised to 1/0.07 and kept <= 100 (the parameter is clamped in place, as CLIP does).
 
     The temperature is the trick's own parameter, not the model's: ``param_groups`` adds it to the
     optimizer (no weight decay), ``state_dict`` saves it with every epoch checkpoint, so a resumed
@@ -79,7 +79,11 @@ class InfoNCEAlignment(Trick):
             self.log_scale.grad /= state.world_size
 
     def logit_scale(self) -> torch.Tensor:
-        return self.log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        """The scale to use now. Clamps the parameter itself first, as CLIP does after each step: a
+        clamp of the value instead would pass no gradient above 100 and could hold it there."""
+        with torch.no_grad():
+            self.log_scale.clamp_(max=math.log(MAX_LOGIT_SCALE))
+        return self.log_scale.exp()
 
     def state_dict(self):
         return {"log_scale": self.log_scale.detach().cpu()}
