@@ -56,7 +56,7 @@ class InfoNCEAlignment(Trick):
 
     def __init__(self, config):
         super().__init__(config)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(INIT_LOGIT_SCALE)))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(INIT_LOGIT_SCALE)))  # usable before a run (param_groups)
 
     def param_groups(self, params, state):
         # built afresh for each run (a resume restores its value through load_state_dict)
