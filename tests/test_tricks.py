@@ -1,4 +1,5 @@
 """Each trick does what tricks.md says it does; plus one contract every registered trick passes."""
+import copy
 import math
 
 import numpy as np
@@ -8,9 +9,11 @@ from conftest import make_state
 from torch import nn
 
 from mmsearch.config import TrialConfig
+from mmsearch.data.batch import present
 from mmsearch.registry import TRICKS
 from mmsearch.tricks import build_tricks
 from mmsearch.tricks.soup import average
+from mmsearch.tricks.align_infonce import infonce_alignment_loss
 from mmsearch.tricks.align_kl import kl_alignment_loss
 from mmsearch.train.context import LocalContext
 from mmsearch.train.loop import train
@@ -245,3 +248,130 @@ def test_kl_trick_adds_weighted_term(tiny_model):
     base = torch.tensor(1.0)
     added = trick("align_kl", weight=2.0).on_loss(base, out, batch, make_state())
     assert float(added - base) == pytest.approx(2.0 * float(kl_alignment_loss(out.features)), rel=1e-5)
+
+
+# -- InfoNCE alignment -------------------------------------------------------------------------------------
+def _paired(n=32, d=16, noise=0.1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, d, generator=g)
+    return a, a + noise * torch.randn(n, d, generator=g)
+
+
+def _all_rows(**feats):
+    return {m: (f, torch.ones(len(f), dtype=torch.bool)) for m, f in feats.items()}
+
+
+def test_infonce_low_when_paired_high_when_shuffled():
+    a, b = _paired()
+    scale = torch.tensor(1 / 0.07)
+    paired = float(infonce_alignment_loss(_all_rows(image=a, text=b), scale))
+    shuffled = float(infonce_alignment_loss(_all_rows(image=a, text=b[torch.randperm(len(b), generator=torch.Generator().manual_seed(1))]), scale))
+    assert paired < 0.1 < math.log(len(a)) * 0.8 < shuffled  # chance level is log(B)
+
+
+def test_infonce_gradients_reach_every_modality_and_the_temperature():
+    t = trick("align_infonce")
+    feats = {m: torch.randn(8, 16, requires_grad=True) for m in ("image", "text", "tabular")}
+    term = infonce_alignment_loss(_all_rows(**feats), t.logit_scale())
+    term.backward()
+    assert all(f.grad.abs().sum() > 0 for f in feats.values()) and t.log_scale.grad.abs() > 0
+
+
+def test_infonce_skips_pairs_without_negatives():
+    a, b = _paired(n=4)
+    one_row = torch.tensor([True, False, False, False])
+    assert infonce_alignment_loss({"image": (a, one_row), "text": (b, torch.ones(4, dtype=torch.bool))}, torch.tensor(10.0)) is None
+    assert infonce_alignment_loss(_all_rows(image=a), torch.tensor(10.0)) is None  # a single modality: no pair
+    # rows missing a modality share its "missing" feature: they take no part in that pair
+    rows = torch.tensor([True, True, False, True])
+    b_missing = b.clone()
+    b_missing[2] = 0.0
+    got = infonce_alignment_loss({"image": (a, torch.ones(4, dtype=torch.bool)), "text": (b_missing, rows)}, torch.tensor(10.0))
+    assert float(got) == pytest.approx(float(infonce_alignment_loss(_all_rows(image=a[rows], text=b[rows]), torch.tensor(10.0))))
+
+
+def test_infonce_trick_adds_weighted_term(tiny_model):
+    model, batch = tiny_model
+    out = model(batch)
+    t = trick("align_infonce", weight=0.2)
+    state = make_state()
+    base = torch.tensor(1.0)
+    added = t.on_loss(base, out, batch, state).detach()
+    with torch.no_grad():
+        term = infonce_alignment_loss({m: (f, present(batch, m)) for m, f in out.features.items()}, torch.tensor(1 / 0.07))
+    assert len(out.features) >= 2 and float(term) > 0
+    assert float(added - base) == pytest.approx(0.2 * float(term), rel=1e-5)
+    assert state.pop_logs()["align_infonce"] == pytest.approx(float(term), rel=1e-5)
+
+
+def test_infonce_temperature_is_trained_and_checkpointed(tiny_model):
+    model, batch = copy.deepcopy(tiny_model)  # a step below changes the weights: not the shared model's
+    keys = set(model.state_dict())
+    t = trick("align_infonce")
+    specs = t.param_groups(param_specs(model, 0.01), make_state())
+    assert set(model.state_dict()) == keys  # the model (and so the exported bundle) is unchanged
+    assert sum(s.param is t.log_scale for s in specs) == 1
+    optimizer = make_optimizer(specs, lr=0.1)
+    before = t.logit_scale().item()
+    assert before == pytest.approx(1 / 0.07)
+    loss = t.on_loss(torch.tensor(0.0), model(batch), batch, make_state())
+    loss.backward()
+    optimizer.step()
+    assert t.logit_scale().item() != pytest.approx(before)
+    saved = t.state_dict()
+    resumed = trick("align_infonce")
+    resumed.param_groups(param_specs(model, 0.01), make_state())
+    resumed.load_state_dict(saved)
+    assert resumed.logit_scale().item() == pytest.approx(t.logit_scale().item())
+
+
+def test_infonce_temperature_is_clamped():
+    t = trick("align_infonce")
+    with torch.no_grad():
+        t.log_scale.fill_(10.0)
+    t.logit_scale().backward()
+    assert t.logit_scale().item() == pytest.approx(100.0) and float(t.log_scale.grad) > 0  # at the bound it still trains
+
+
+def _infonce_ddp_worker(rank, store, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    t, state = trick("align_infonce"), make_state(rank=rank, world_size=2)
+    t.param_groups([], state)
+    if rank == 0:  # rank 1 skipped the term (e.g. a single row): its temperature has no gradient
+        a, b = _paired(seed=3)
+        infonce_alignment_loss(_all_rows(image=a, text=b.flip(0)), t.logit_scale()).backward()
+        torch.save(t.log_scale.grad.clone(), f"{out_dir}/own.pt")
+    t.before_step(None, state)
+    torch.save(t.log_scale.grad, f"{out_dir}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_infonce_temperature_gradient_is_averaged_over_ddp_workers(tmp_path):
+    # the temperature lives outside the DDP-wrapped model: the trick all-reduces its gradient itself
+    torch.multiprocessing.spawn(_infonce_ddp_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    own, g0, g1 = (torch.load(tmp_path / f"{n}.pt") for n in ("own", 0, 1))
+    assert float(own) != 0 and float(g0) == float(g1) == pytest.approx(float(own) / 2)
+
+
+class _CrashAfterFirstEpoch(LocalContext):
+    def report(self, metrics, checkpoint):
+        super().report(metrics, checkpoint)
+        if metrics["epoch"] == 1:
+            raise KeyboardInterrupt("simulated crash after the epoch-1 checkpoint")
+
+
+def test_infonce_resume_repeats_the_run_and_the_weights_fit_a_model_without_the_trick(small_prepared, tiny, tmp_path):
+    from mmsearch.layout.checkpoint_dir import CheckpointDir
+    from mmsearch.models.model import build_model
+    from mmsearch.train.checkpoint import load_weights
+
+    trial = {**tiny, "train.epochs": 2, "train.max_steps_per_epoch": 3, "optim.lr": 0.05, "tricks.align_infonce.enabled": True}
+    straight = train(trial, small_prepared.dir, LocalContext(tmp_path / "straight"))
+    with pytest.raises(KeyboardInterrupt):
+        train(trial, small_prepared.dir, _CrashAfterFirstEpoch(tmp_path / "resumed"))
+    resumed = train(trial, small_prepared.dir, LocalContext(tmp_path / "resumed"))  # the temperature comes back too
+    assert resumed["align_infonce"] == straight["align_infonce"] and resumed["val_loss"] == straight["val_loss"]
+    # the exported weights load strictly into the model the config builds (what the bundle does)
+    load_weights(build_model(TrialConfig.from_flat(trial), small_prepared), CheckpointDir(tmp_path / "straight" / "final").weights)

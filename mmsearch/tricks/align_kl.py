@@ -13,7 +13,15 @@ from . import Trick, register_trick
 class KLAlignment(Trick):
     """Positive-only cross-modal alignment: with P_i = softmax(f_i) of each modality's feature
     after the fusion adapters, add weight * mean over ordered pairs i != j of KL(P_j || P_i).
-    Gradients flow into both modalities. Zero when the modalities agree."""
+    Gradients flow into both modalities. Zero when the modalities agree.
+
+    What is aligned: the adapter features (``out.features``: LF-MLP's adapted pooled vectors, early
+    fusion's mean projected tokens), softmax-ed over the feature width, not the per-modality
+    predictions. That is the definition in tricks.md ("Cross-modal alignment"), which follows the
+    paper's AutoGluon implementation. Predictions would also be the wrong thing here: they need a
+    head per modality, which is built only on request (``per_modality_heads``) and never by early
+    fusion, while every fusion gives features; and a regression head's single output has a
+    softmax of 1, so its KL would always be 0."""
     name = "align_kl"
 
     @dataclass(frozen=True)
