@@ -97,7 +97,9 @@ class Trick:
     def param_groups(self, params: list[ParamSpec], state: TrainState) -> list[ParamSpec]:
         """Once, before the optimizer is built. May change each spec's ``lr_scale`` and
         ``weight_decay`` in place (or return new specs); the optimizer's groups are built from the
-        returned list. Every trainable parameter must stay in it exactly once."""
+        returned list. Every trainable parameter must stay in it exactly once. A trick may append
+        parameters of its own that are not the model's (e.g. a learnable temperature); it then
+        saves them in its ``state_dict`` and, under DDP, averages their gradients in before_step."""
         return params
 
     def lr_schedule(self, schedule: Schedule, total_steps: int) -> Schedule:
