@@ -7,11 +7,12 @@ import torch
 from torch import nn
 
 from ..encoders import mean_pool
-from . import Fusion, ModelOutput, register_fusion
+from . import ModelOutput, register_fusion
+from ._cls_transformer import CLSTransformerFusion
 
 
 @register_fusion
-class EarlyFusion(Fusion):
+class EarlyFusion(CLSTransformerFusion):
     """Tokens of each modality -> linear projection to one width + a learned modality-type
     embedding -> concatenated behind a CLS token -> shared pre-norm transformer -> head on CLS.
     The per-modality features (for alignment losses) are each modality's mean projected token."""
@@ -30,11 +31,7 @@ class EarlyFusion(Fusion):
         super().__init__(dims, n_out)
         self.max_tokens = max_tokens
         self.proj = nn.ModuleDict({m: nn.Linear(dims[m][1], width) for m in self.modalities})
-        self.type_embedding = nn.Parameter(torch.randn(len(self.modalities), width) * 0.02)
-        self.cls = nn.Parameter(torch.randn(width) * 0.02)
-        layer = nn.TransformerEncoderLayer(width, heads, width * 4, dropout, batch_first=True, norm_first=True)
-        self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, n_out))
+        self._add_cls_transformer(width=width, layers=layers, heads=heads, dropout=dropout, n_out=n_out)
 
     def _shorten(self, tokens, mask):
         """Average-pool token sequences longer than max_tokens (e.g. large CNN feature maps)."""
@@ -51,13 +48,9 @@ class EarlyFusion(Fusion):
             tokens, mask = self._shorten(outputs[m].tokens, outputs[m].token_mask)
             if mask is None:
                 mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-            projected = self.proj[m](tokens) + self.type_embedding[i]
+            projected = self.typed(i, self.proj[m](tokens))
             features[m] = mean_pool(projected, mask)
             seq.append(projected)
             masks.append(mask)
-        b = seq[0].shape[0]
-        cls = self.cls.to(seq[0].dtype).expand(b, 1, -1)
-        x = torch.cat([cls, *seq], dim=1)
-        valid = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x.device), *masks], dim=1)
-        x = self.transformer(x, src_key_padding_mask=~valid)
-        return ModelOutput(logits=self.head(x[:, 0]), features=features, fused=x[:, 0])
+        fused = self.cls_output(seq, masks)
+        return ModelOutput(logits=self.head(fused), features=features, fused=fused)
