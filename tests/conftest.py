@@ -11,6 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from mmsearch.train.context import LocalContext  # noqa: E402  (after the environment above)
+
 TINY = {
     "model.image": "timm",
     "encoder.timm.model_name": "test_efficientnet",
@@ -111,3 +113,12 @@ def run_importing_none_of(code: str, forbidden: tuple[str, ...]) -> None:
     """Run `code` in a fresh interpreter; fail if any module in `forbidden` got imported."""
     check = f"\nimport sys\nbad = [m for m in {forbidden!r} if m in sys.modules]\nassert not bad, bad\n"
     subprocess.run([sys.executable, "-c", code + check], check=True, timeout=300)
+
+
+class CrashAfterFirstEpoch(LocalContext):
+    """A run that dies (KeyboardInterrupt) right after its epoch-1 checkpoint: for resume tests."""
+
+    def report(self, metrics, checkpoint):
+        super().report(metrics, checkpoint)
+        if metrics["epoch"] == 1:
+            raise KeyboardInterrupt("simulated crash after the epoch-1 checkpoint")

@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from mmsearch.registry import TRICKS
+from conftest import CrashAfterFirstEpoch
+
 from mmsearch.train.context import LocalContext
 from mmsearch.train.loop import train
 from mmsearch.tricks import Trick
@@ -160,16 +162,10 @@ def test_after_fit_returns_the_model_whose_predictions_are_saved(recorder, small
     assert final["val_loss"] == pytest.approx(np.log(preds.shape[1]), rel=1e-5)
 
 
-class _CrashAfterFirstEpoch(LocalContext):
-    def report(self, metrics, checkpoint):
-        super().report(metrics, checkpoint)
-        if metrics["epoch"] == 1:
-            raise KeyboardInterrupt("simulated crash after the epoch-1 checkpoint")
-
 
 def test_a_resumed_run_restores_the_tricks_state(recorder, small_prepared, tiny, tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        _run(small_prepared, tiny, tmp_path, ctx=_CrashAfterFirstEpoch(tmp_path))
+        _run(small_prepared, tiny, tmp_path, ctx=CrashAfterFirstEpoch(tmp_path))
     CALLS.clear()
     _run(small_prepared, tiny, tmp_path)
     assert _calls("load_state_dict") == [1]  # what it had seen by the epoch-1 checkpoint

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from mmsearch.train import loop
+from conftest import CrashAfterFirstEpoch
+
 from mmsearch.train.context import LocalContext
 from mmsearch.train.loop import NonFiniteLoss, train
 
@@ -34,12 +36,6 @@ def test_regression_run(tmp_path, tiny):
     assert preds.shape == (len(data.split["val"]),) and final["metric"] == "r2"
     assert abs(preds.mean() - data.rows("val")["label"].mean()) < 1.0  # on the label's scale
 
-
-class CrashAfterFirstEpoch(LocalContext):
-    def report(self, metrics, checkpoint):
-        super().report(metrics, checkpoint)
-        if metrics["epoch"] == 1:
-            raise KeyboardInterrupt("simulated crash after the epoch-1 checkpoint")
 
 
 def test_resume_continues_from_the_last_checkpoint(small_prepared, tiny, tmp_path):

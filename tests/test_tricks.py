@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_state
+from conftest import CrashAfterFirstEpoch, make_state
 from torch import nn
 
 from mmsearch.config import TrialConfig
@@ -355,12 +355,6 @@ def test_infonce_temperature_gradient_is_averaged_over_ddp_workers(tmp_path):
     assert float(own) != 0 and float(g0) == float(g1) == pytest.approx(float(own) / 2)
 
 
-class _CrashAfterFirstEpoch(LocalContext):
-    def report(self, metrics, checkpoint):
-        super().report(metrics, checkpoint)
-        if metrics["epoch"] == 1:
-            raise KeyboardInterrupt("simulated crash after the epoch-1 checkpoint")
-
 
 def test_infonce_resume_repeats_the_run_and_the_weights_fit_a_model_without_the_trick(small_prepared, tiny, tmp_path):
     from mmsearch.layout.checkpoint_dir import CheckpointDir
@@ -370,7 +364,7 @@ def test_infonce_resume_repeats_the_run_and_the_weights_fit_a_model_without_the_
     trial = {**tiny, "train.epochs": 2, "train.max_steps_per_epoch": 3, "optim.lr": 0.05, "tricks.align_infonce.enabled": True}
     straight = train(trial, small_prepared.dir, LocalContext(tmp_path / "straight"))
     with pytest.raises(KeyboardInterrupt):
-        train(trial, small_prepared.dir, _CrashAfterFirstEpoch(tmp_path / "resumed"))
+        train(trial, small_prepared.dir, CrashAfterFirstEpoch(tmp_path / "resumed"))
     resumed = train(trial, small_prepared.dir, LocalContext(tmp_path / "resumed"))  # the temperature comes back too
     assert resumed["align_infonce"] == straight["align_infonce"] and resumed["val_loss"] == straight["val_loss"]
     # the exported weights load strictly into the model the config builds (what the bundle does)
