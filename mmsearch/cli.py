@@ -86,7 +86,8 @@ def cmd_search(args) -> int:
 
     settings = experiment.Settings(**{f.name: getattr(args, f.name) for f in fields(experiment.Settings)})
     source, label = _table(args)
-    exp = experiment.create(source, label, args.space, Path(args.storage) / args.name, settings, **_prepare_kw(args))
+    exp = experiment.create(source, label, args.space, Path(args.storage) / args.name, settings,
+                            overrides=_overrides(args.set), **_prepare_kw(args))
     print(f"[mmsearch] experiment {exp}: {settings.num_samples} trials, {settings.searcher} + {settings.scheduler}")
     experiment.run(exp, address=args.address)
     return cmd_status(argparse.Namespace(exp_dir=str(exp)))
@@ -206,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="search the space with Ray Tune; trials with several workers train on Ray Train (DDP)")
     data_options(s)
     s.add_argument("--space", required=True, help="search space YAML (see search_spaces/)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="fix a key on top of the space (repeatable), e.g. --set model.image_size=64 --set train.epochs=2")
     s.add_argument("--name", required=True, help="experiment name: the folder STORAGE/NAME")
     s.add_argument("--storage", default="runs", help="where experiments live (default ./runs)")
     s.add_argument("--num-samples", type=int, default=default.num_samples, help="trials (grid: repeats of the whole grid)")

@@ -11,6 +11,7 @@ import yaml
 
 from mmsearch.search import experiment
 from mmsearch.search.pool import load_pool
+from mmsearch.search.space import SearchSpace
 from mmsearch.search.status import leaderboard
 
 from conftest import TINY
@@ -231,3 +232,14 @@ def test_more_on_a_grid_search_is_refused_before_anything_runs(tmp_path, small_t
     assert "a grid search runs its 2 points 3 time(s) each and has no new points to add" in err
     assert "--searcher tpe or random" in err
     assert experiment.tune_runs(exp) == []  # refused before Ray or Tune started
+
+
+def test_overrides_are_kept_in_the_experiment_for_resume(tmp_path, small_table):
+    from mmsearch.layout.experiment_dir import ExperimentDir
+
+    space = _space(tmp_path, epochs=3, search={"optim.lr": {"loguniform": [1e-3, 1e-2]}})
+    exp = experiment.create(small_table, "label", space, tmp_path / "exp", experiment.Settings(),
+                            overrides={"train.epochs": 1, "optim.lr": 5e-3})
+    kept = SearchSpace.load(ExperimentDir(exp).space_file)  # what `mmsearch resume` searches
+    assert kept.fixed["train.epochs"] == 1 and kept.fixed["optim.lr"] == 5e-3 and not kept.dims
+    assert "--set train.epochs=1" in ExperimentDir(exp).space_file.read_text()

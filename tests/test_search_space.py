@@ -103,3 +103,27 @@ def test_shipped_spaces_search_tricks_over_their_own_space(name):
         own = {f"tricks.{t.name}.{k}": (kind, tuple(args)) for k, spec in TRICKS.get(t.name).space.items() for kind, args in spec.items()}
         searched = {d.key: (d.kind, d.args) for d in t.dims}
         assert searched == own, f"{name}.yaml searches {t.name} over {searched}, its own space is {own}"
+
+
+def test_overrides_fix_keys_on_top_of_a_space():
+    from mmsearch.search.space import with_overrides
+
+    data = yaml.safe_load(open("search_spaces/bag_of_tricks.yaml"))
+    space = SearchSpace.from_dict(with_overrides(data, {
+        "optim.lr": 1e-3,                           # searched in the file: now fixed
+        "train.epochs": 2,                          # fixed in the file: replaced
+        "tricks.align_kl.weight": 0.5,              # a trick searched in `tricks:`: its parameter fixed
+        "tricks.soup.enabled": False,               # switched off
+        "tricks.modality_dropout.enabled": True,    # switched on, its parameters still searched
+    }))
+    assert "optim.lr" not in {d.key for d in space.dims}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(10):
+        config = space.define_by_run(study.ask())
+        assert config["optim.lr"] == 1e-3 and config["train.epochs"] == 2
+        assert not config["tricks.soup.enabled"] and config["tricks.modality_dropout.enabled"]
+        assert 0.1 <= config["tricks.modality_dropout.p"] <= 0.5
+        if config["tricks.align_kl.enabled"]:
+            assert config["tricks.align_kl.weight"] == 0.5
+    with pytest.raises(ConfigError, match="model.imagesize"):  # typos still caught, with the valid keys
+        SearchSpace.from_dict(with_overrides(data, {"model.imagesize": 64}))

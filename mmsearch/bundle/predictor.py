@@ -151,7 +151,7 @@ class Predictor:
         per = []
         try:
             for m in self.members:
-                ds = RowDataset.from_rows(rows, self.schema, self.tabular, image_size=m.model.image_size, tokenize=m.model.tokenize)
+                ds = RowDataset.from_rows(rows, m.model.view, image_size=m.model.image_size, tokenize=m.model.tokenize)
                 loader = DataLoader(ds, batch_size=batch_size or m.batch_size)
                 p = infer(m.model, loader, self.device, m.precision, self.problem_type, on_batch=bar.update)
                 # the loop saves regression predictions back on the label's scale: so do we

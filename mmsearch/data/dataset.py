@@ -11,22 +11,10 @@ from torch.utils.data import Dataset
 
 from .images import load_image
 from .prepare import PreparedData
-from .schema import Schema
-from .tabular import TabularPreprocessor
+from .view import TableView
 
 Tokenize = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 IMAGE_CACHE_BYTES = 2 * 1024**3  # decoded images are kept in memory when they fit in this
-
-
-def row_texts(rows, columns: list[str]) -> list[str]:
-    """All text columns of a row as one string ('' when every one is missing)."""
-    def clean(v) -> str:
-        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()
-
-    cols = {c: [clean(v) for v in rows[c]] for c in columns}
-    if len(columns) == 1:
-        return cols[columns[0]]
-    return ["\n".join(f"{c}: {cols[c][i]}" for c in columns if cols[c][i]) for i in range(len(rows))]
 
 
 class RowDataset(Dataset):
@@ -35,33 +23,35 @@ class RowDataset(Dataset):
     label (absent for unlabelled rows); index (row position in the prepared table, for aligning
     predictions)."""
 
-    def __init__(self, data: PreparedData, part: str, *, image_size: int = 0, tokenize: Tokenize | None = None):
-        self._setup(data.rows(part), data.schema, data.tabular, labels=data.labels(part), index=data.split[part],
+    def __init__(self, data: PreparedData, part: str, *, view: TableView | None = None, image_size: int = 0,
+                 tokenize: Tokenize | None = None):
+        """`view`: what the model sees of the table (the model's own, `model.view`); default the
+        whole table as prepared."""
+        self._setup(data.rows(part), view or TableView.of(data), labels=data.labels(part), index=data.split[part],
                     image_size=image_size, tokenize=tokenize)
 
     @classmethod
-    def from_rows(cls, rows: pd.DataFrame, schema: Schema, tabular: TabularPreprocessor, *, image_size: int = 0,
+    def from_rows(cls, rows: pd.DataFrame, view: TableView, *, image_size: int = 0,
                   tokenize: Tokenize | None = None) -> "RowDataset":
         """New, unlabelled rows already cast like a prepared table (data.conform): the predict path.
         The same tensors as in training follow, so a row gets the same prediction."""
         ds = cls.__new__(cls)
-        ds._setup(rows, schema, tabular, labels=None, index=np.arange(len(rows)), image_size=image_size, tokenize=tokenize)
+        ds._setup(rows, view, labels=None, index=np.arange(len(rows)), image_size=image_size, tokenize=tokenize)
         return ds
 
-    def _setup(self, rows: pd.DataFrame, schema: Schema, tabular: TabularPreprocessor, *, labels, index, image_size: int,
+    def _setup(self, rows: pd.DataFrame, view: TableView, *, labels, index, image_size: int,
                tokenize: Tokenize | None) -> None:
         self.index = torch.as_tensor(index)
         self.labels = None if labels is None else torch.as_tensor(labels)
-        num, num_mask, cat = tabular.transform(rows)
+        num, num_mask, cat = view.tabular.transform(rows)
         self.num, self.num_mask, self.cat = torch.as_tensor(num), torch.as_tensor(num_mask), torch.as_tensor(cat)
         self.image_size = image_size
-        image_cols = schema.by_role("image") if image_size else []  # image_size 0: no image encoder
+        image_cols = view.schema.by_role("image") if image_size else []  # image_size 0: no image encoder
         self.image_paths = [[p if isinstance(p, str) else None for p in r] for r in rows[image_cols].itertuples(index=False)]
         n_bytes = len(rows) * len(image_cols) * 3 * image_size**2
         self._cache: dict[str, np.ndarray] | None = {} if n_bytes <= IMAGE_CACHE_BYTES else None
-        text_cols = schema.by_role("text")
-        if tokenize is not None and text_cols:
-            texts = row_texts(rows, text_cols)
+        texts = view.texts(rows) if tokenize is not None else None
+        if texts is not None:
             self.text_ids, self.text_attn = tokenize(texts)
             self.text_mask = torch.tensor([bool(t) for t in texts])
         else:

@@ -44,6 +44,14 @@ class TabularPreprocessor:
             cats[:, j] = [MISSING_ID if v is None or v != v else index.get(v, UNKNOWN_ID) for v in values]
         return scaled, present, cats
 
+    def without(self, columns: list[str]) -> "TabularPreprocessor":
+        """The fitted state of the other columns (the statistics of those are unchanged)."""
+        keep = [i for i, c in enumerate(self.numeric) if c not in columns]
+        return TabularPreprocessor(
+            numeric=[self.numeric[i] for i in keep], categorical=[c for c in self.categorical if c not in columns],
+            means=[self.means[i] for i in keep], stds=[self.stds[i] for i in keep],
+            vocab={c: v for c, v in self.vocab.items() if c not in columns})
+
     def _numeric(self, df: pd.DataFrame) -> np.ndarray:
         if not self.numeric:
             return np.zeros((len(df), 0))

@@ -6,18 +6,20 @@ from dataclasses import asdict
 from torch import nn
 
 from ..config import NONE, TrialConfig
-from ..data.prepare import PreparedData
+from ..data.view import TableView
 from ..errors import ConfigError
 from ..registry import ENCODERS, FUSIONS
+from ..tricks import build_tricks
 from .encoders import BuildContext, Encoder
 from .fusion import ModelOutput
 
 
 class MultimodalModel(nn.Module):
-    def __init__(self, encoders: dict[str, Encoder], fusion: nn.Module):
+    def __init__(self, encoders: dict[str, Encoder], fusion: nn.Module, view: TableView):
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
+        self.view = view  # what the model reads of the table: its datasets are built from it
 
     def forward(self, batch: dict) -> ModelOutput:
         outputs = {}
@@ -35,16 +37,26 @@ class MultimodalModel(nn.Module):
         return next((e.tokenize for e in self.encoders.values() if hasattr(e, "tokenize")), None)
 
 
-def build_model(cfg: TrialConfig, data: PreparedData, *, pretrained: bool = True) -> MultimodalModel:
-    """Encoders for the modalities the table has and the config switches on, then the fusion.
-    `data` needs only .schema and .tabular. pretrained=False: no pretrained backbone weights are
-    fetched (for callers that load a full state dict next, such as an exported bundle)."""
-    schema, m = data.schema, cfg.model
-    has = {"image": bool(schema.by_role("image")), "text": bool(schema.by_role("text")),
-           "tabular": bool(schema.by_role("numeric") or schema.by_role("categorical"))}
+def trial_view(cfg: TrialConfig, data) -> TableView:
+    """The table as the trial's model sees it: the whole prepared table, changed by the enabled
+    tricks' configure_view. `data` needs only .schema and .tabular."""
+    view = TableView.of(data)
+    for trick in build_tricks(cfg.enabled_tricks()):
+        view = trick.configure_view(view)
+    return view
+
+
+def build_model(cfg: TrialConfig, data, *, pretrained: bool = True) -> MultimodalModel:
+    """Encoders for the modalities the trial's view of the table has (trial_view) and the config
+    switches on, then the fusion. `data` needs only .schema and .tabular. pretrained=False: no
+    pretrained backbone weights are fetched (for callers that load a full state dict next, such as
+    an exported bundle)."""
+    view = trial_view(cfg, data)
+    schema, m = view.schema, cfg.model
+    has = {modality: view.has(modality) for modality in ("image", "text", "tabular")}
     ctx = BuildContext(
-        n_num=len(data.tabular.numeric),
-        cat_cardinalities=tuple(data.tabular.cardinalities),
+        n_num=len(view.tabular.numeric),
+        cat_cardinalities=tuple(view.tabular.cardinalities),
         n_image_columns=len(schema.by_role("image")),
         image_size=m.image_size,
         max_text_len=m.max_text_len,
@@ -68,4 +80,4 @@ def build_model(cfg: TrialConfig, data: PreparedData, *, pretrained: bool = True
         covers = ["image", "text"] if slot == "pair" else [slot]
         dims.update({mod: (enc.out_dim, enc.token_dim) for mod in covers if has[mod]})
     fusion = FUSIONS.get(m.fusion)(dims, schema.n_outputs, **asdict(cfg.fusion_config()))
-    return MultimodalModel(encoders, fusion)
+    return MultimodalModel(encoders, fusion, view)

@@ -21,10 +21,12 @@ import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import yaml
+
 from ..errors import ConfigError
 from ..layout.experiment_dir import ExperimentDir
 from .algorithms import METRIC, MODE, SCHEDULERS, SEARCHERS
-from .space import SearchSpace
+from .space import SearchSpace, with_overrides
 
 RUNNERS = ("auto", "ray-train")  # auto: one-worker trials train in the trial process | ray-train: always Ray Train
 TRIAL_RESOURCE = "trial_slot"  # trial drivers take one of these, never a CPU (no 2-core deadlock)
@@ -73,11 +75,17 @@ class Settings:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
-def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settings: Settings, **prepare_kw) -> Path:
-    """Check the space, prepare the table, write the settings. Nothing is written if a check fails."""
+def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settings: Settings, *,
+           overrides: dict | None = None, **prepare_kw) -> Path:
+    """Check the space, prepare the table, write the settings. Nothing is written if a check fails.
+    overrides: keys fixed on top of the space file (`--set`); the experiment keeps the space they
+    make, so `resume` searches the same one."""
     from ..data.prepare import prepare
 
     space = SearchSpace.load(space_file)
+    if overrides:
+        effective = with_overrides(yaml.safe_load(Path(space_file).read_text()) or {}, overrides)
+        space = SearchSpace.from_dict(effective, source=f"{space_file} with --set")
     if SEARCHERS[settings.searcher].finite:
         space.grid()  # continuous dimensions cannot be enumerated: say so now
     exp = Path(exp_dir)
@@ -85,7 +93,11 @@ def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settin
     if layout.settings_file.exists():
         raise ConfigError(f"{exp} already holds an experiment: `mmsearch resume {exp}` continues it, or choose another --name")
     prepare(data, label, layout.data, **prepare_kw)
-    shutil.copyfile(space_file, layout.space_file)
+    if overrides:
+        sets = " ".join(f"--set {k}={v}" for k, v in overrides.items())
+        layout.space_file.write_text(f"# {space_file} {sets}\n" + yaml.safe_dump(effective, sort_keys=False))
+    else:
+        shutil.copyfile(space_file, layout.space_file)  # the user's file, comments and all
     settings.save(exp)
     return exp
 

@@ -186,6 +186,27 @@ class SearchSpace:
             return math.inf
 
 
+def with_overrides(data: dict, overrides: dict[str, Any]) -> dict:
+    """A space's YAML mapping with some keys fixed (`mmsearch search --set KEY=VALUE`, e.g. to
+    shrink the bag of tricks to CPU size): a searched key stops being searched; a key of a trick
+    with a `tricks:` entry goes into that entry (`tricks.NAME.enabled` switches it on or off)."""
+    data = {section: dict(data.get(section) or {}) for section in SECTIONS}
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "tricks" and parts[1] in data["tricks"]:
+            name, field_name = parts[1], parts[2]
+            entry = data["tricks"][name]
+            if not isinstance(entry, dict):  # search / on / off -> the same as a mapping
+                searched = {k: "default" for k in TRICKS.get(name).space}
+                entry = ({"enabled": False} if entry in ("off", False, None) else
+                         {"enabled": {"choice": [False, True]} if entry == "search" else True, **searched})
+            data["tricks"][name] = {**entry, field_name: value}
+        else:
+            data["search"].pop(key, None)
+            data["fixed"][key] = value
+    return {section: content for section, content in data.items() if content}
+
+
 def _each_trick_in_one_place(fixed: dict, dims: list[Dimension], tricks: list[TrickDims], source: str) -> None:
     """A trick with a `tricks:` entry is set there alone: a `fixed:` or `search:` key of the same
     trick would silently override, or be overridden by, that entry."""

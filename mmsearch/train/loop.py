@@ -43,7 +43,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     # -- model, tricks, data -----------------------------------------------------------------
     model = build_model(cfg, data)
     tricks = build_tricks(cfg.enabled_tricks())
-    sets = {part: RowDataset(data, part, image_size=model.image_size, tokenize=model.tokenize) for part in ("train", *EVAL_PARTS)}
+    sets = {part: RowDataset(data, part, view=model.view, image_size=model.image_size, tokenize=model.tokenize) for part in ("train", *EVAL_PARTS)}
     truth = {part: _decoded(data, sets[part].labels.numpy()) for part in EVAL_PARTS}
     batch = cfg.optim.worker_batch(ctx.world_size)
     loader_args = dict(num_workers=cfg.train.loader_workers, persistent_workers=cfg.train.loader_workers > 0)

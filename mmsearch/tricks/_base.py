@@ -6,6 +6,7 @@ training unchanged, so a trick overrides only the one or two it needs. The loop 
 calls the hooks of all enabled tricks in the order of ``Trick.stage``, then name, at these points
 of a trial's life:
 
+    configure_view                                          once, before the model is built
     configure_model -> param_groups -> lr_schedule          once, before the first epoch
     per epoch:  per training step: on_batch -> (forward) -> on_loss -> (backward) -> before_step
                 after validation:  on_epoch_end
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:  # tricks sit below the models in the import graph: types only
+    from ..data.view import TableView
     from ..models.fusion import ModelOutput
 
 Schedule = Callable[[int], float]  # optimizer step (0-based) -> learning-rate factor
@@ -86,6 +88,14 @@ class Trick:
 
     def __init__(self, config: Any):
         self.config = config
+
+    # -- once, before the model is built --------------------------------------------------------
+    def configure_view(self, view: "TableView") -> "TableView":
+        """Change what the model sees of the table (which columns the tabular tower reads, what
+        the text encoder reads); the model is built for the returned view. A function of the
+        trick's config alone: an exported bundle calls it again to predict, so a row is seen
+        identically at train and predict time."""
+        return view
 
     # -- once, before training ------------------------------------------------------------------
     def configure_model(self, model: nn.Module, state: TrainState) -> nn.Module:
