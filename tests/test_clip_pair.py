@@ -1,5 +1,6 @@
-"""The real-towers pair `clip_lite0_minilm`: the packaged Lite0 and MiniLM inside one open_clip
-model (its gradients under every fusion are in test_models, its bundle in test_bundle)."""
+"""The real-towers pair `clip_lite0_minilm` (the packaged Lite0 and MiniLM inside one open_clip
+model; its gradients under every fusion are in test_models, its bundle in test_bundle), and the
+one offline-testable path of the hub pair `open_clip`."""
 from dataclasses import replace
 
 import pytest
@@ -151,3 +152,18 @@ def test_modality_dropout_gives_dropped_rows_the_missing_representation(small_pr
         missing = before[modality].pooled[~had][0]  # a row whose input really is missing
         torch.testing.assert_close(after[modality].pooled, missing.expand_as(after[modality].pooled), rtol=1e-5, atol=1e-5)
         assert not torch.allclose(before[modality].pooled[had], missing.expand(int(had.sum()), -1), atol=1e-4)
+
+
+def test_open_clip_hub_name_builds_without_its_weights_for_a_bundle(monkeypatch):
+    """open_clip by hub name with ctx.pretrained False (a bundle): the tag's weights are not
+    fetched, and CLIP's own tokenizer (pad id 0) and fixed-length text tower are used as before."""
+    import open_clip
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the tag's weights were fetched")
+
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", refuse)
+    enc = ENCODERS.get("open_clip")(replace(CTX, pretrained=False, image_size=0), model_name="RN50", pretrained="openai")
+    assert enc.image_size == 224
+    ids, attn = enc.tokenize(["a red apple"])
+    assert enc.pad_id == 0 and not enc.trims_padding and ids.shape == (1, 77) and int(attn.sum()) == 5  # SOT a red apple EOT
