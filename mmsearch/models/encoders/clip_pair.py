@@ -20,7 +20,8 @@ LITE0_MINILM = "mmsearch-clip-lite0-minilm"
 
 class OpenClipPair(Encoder):
     """Both towers of one CLIP model (only the tower of a modality the table has); outputs the
-    projected (aligned) image and text vectors, which are also the one token each for early fusion."""
+    projected image and text vectors (aligned where the pair was trained together), which are also
+    the one token each for early fusion."""
     modality = "pair"
     towers = ("model.visual", "model")  # the vision tower; the text tower is the rest of the model
 
@@ -121,8 +122,6 @@ class ClipTiny(OpenClipPair):
         patch_size: int = 8
 
     def __init__(self, ctx: BuildContext, embed_dim: int, width: int, layers: int, image_size: int, patch_size: int):
-        import open_clip
-
         _register_config(TINY_CLIP, {
             "embed_dim": embed_dim,
             "vision_cfg": {"image_size": image_size, "layers": layers, "width": width, "patch_size": patch_size, "head_width": 32},
