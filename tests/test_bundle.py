@@ -190,6 +190,37 @@ def test_export_refuses_a_non_empty_out_and_builds_a_missing_ensemble(trained_ex
     assert (tmp_path / "b" / "manifest.json").is_file()
 
 
+def test_a_lite0_minilm_pair_bundle_predicts_offline_as_its_trial_did(tmp_path, monkeypatch):
+    """The real-towers pair (LF-Aligned offline): its bundle is built from configs and the
+    tokenizer only (every pretrained-weight loader fails here; the hub is off in every test) and
+    reproduces the trial's holdout predictions bit for bit."""
+    from conftest import TINY
+    from transformers import PreTrainedModel
+
+    from mmsearch.data.prepare import prepare
+    from mmsearch.data.synthetic import make_synthetic
+    from mmsearch.train.run import run_local
+
+    table = make_synthetic(tmp_path / "table", n=64, missing=0.2, seed=5)
+    exp = tmp_path / "exp"
+    prepare(table, "label", exp / "data")
+    trial = {**TINY, "model.pair": "clip_lite0_minilm", "encoder.clip_lite0_minilm.embed_dim": 32,
+             "optim.batch_size": 8, "train.epochs": 1, "train.max_steps_per_epoch": 2}  # TINY's 32 px, 16 tokens
+    run_local(trial, exp / "data", exp / "train" / "t_pair")
+    bundle = export_bundle(exp, tmp_path / "bundle", log=lambda *_: None)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pretrained weights were read")
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(refuse))
+    monkeypatch.setattr(torch, "load", refuse)
+    predictor = Predictor.load(bundle, device="cpu")
+    assert set(predictor.members[0].model.encoders) == {"pair", "tabular"}
+    preds = predictor.member_predictions(_holdout_rows(exp, table), base_dir=table.parent)
+    _, saved = _search_blend(exp)
+    assert np.array_equal(preds["t_pair"], saved["t_pair"])
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_predict_on_gpu_matches_cpu_up_to_bf16(exported, predictor):

@@ -22,7 +22,9 @@ TINY_ARGS = {"timm": dict(model_name="test_efficientnet", pretrained=False, drop
              "hf": dict(model_name=str(minilm_dir()), pooling="cls"),
              "ft_transformer": dict(n_blocks=1, d_block=32, attention_n_heads=4, attention_dropout=0.0,
                                     ffn_d_hidden_multiplier=1.0, ffn_dropout=0.0, residual_dropout=0.0),
-             "clip_tiny": dict(embed_dim=32, width=32, layers=1, image_size=32, patch_size=16)}
+             "clip_tiny": dict(embed_dim=32, width=32, layers=1, image_size=32, patch_size=16),
+             # the real towers (26M parameters, random here) at CTX's 32 px and 12 tokens
+             "clip_lite0_minilm": dict(embed_dim=32, pretrained=False)}
 # encoders that only load weights from a hub, tested through the class they share with an offline one
 STAND_INS = {"open_clip": "clip_tiny"}
 # timm trunks whose pooling head has parameters of its own (norm, fc_norm, a
@@ -85,12 +87,14 @@ def test_timm_trunks_build_only_what_the_fusion_reads(trunk, fusion):
 
 
 @pytest.mark.parametrize("missing", ["image", "text"])
-def test_clip_pair_builds_only_the_towers_of_present_modalities(missing):
+@pytest.mark.parametrize("name,text_tower", [("clip_tiny", "model.transformer."), ("clip_lite0_minilm", "model.text.")])
+def test_clip_pair_builds_only_the_towers_of_present_modalities(name, text_tower, missing):
     torch.manual_seed(0)
     ctx = replace(CTX, modalities=frozenset({"image", "text", "tabular"} - {missing}))
-    enc = ENCODERS.get("clip_tiny")(ctx, **TINY_ARGS["clip_tiny"])
-    tower = "model.visual." if missing == "image" else "model.transformer."
+    enc = ENCODERS.get(name)(ctx, **TINY_ARGS[name])
+    tower = "model.visual." if missing == "image" else text_tower
     assert not any(n.startswith(tower) for n, _ in enc.named_parameters())
+    assert set(enc.layer_depths()) == {n for n, p in enc.named_parameters() if p.requires_grad}  # LLRD skips the gone tower
     batch = _batch(enc)
     for key in [k for k in batch if k.startswith(missing)]:
         del batch[key]  # the table has no such column: the batch has no such key

@@ -23,6 +23,12 @@ def test_bag_of_tricks_covers_every_registered_trick():
     assert {t.name for t in space.tricks} == set(TRICKS.names())
 
 
+def test_bag_of_tricks_searches_lf_against_lf_aligned():
+    space = SearchSpace.load("search_spaces/bag_of_tricks.yaml")
+    pair = next(d for d in space.dims if d.key == "model.pair")
+    assert pair.values() == ["none", "clip_lite0_minilm"]  # separate towers, or one (offline) pair
+
+
 def test_trick_params_sampled_only_when_on():
     space = SearchSpace.from_dict({"tricks": {"align_kl": "search"}})
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))

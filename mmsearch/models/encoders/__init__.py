@@ -64,6 +64,8 @@ class Encoder(nn.Module):
         for tower in self.towers:
             prefix = f"{tower}." if tower else ""
             names = [n[len(prefix):] for n in trainable if n.startswith(prefix) and n not in depths]
+            if not names:  # a tower the table has no modality for was dropped (it is None now)
+                continue
             module = self.get_submodule(tower) if tower else self
             depths.update({prefix + n: d for n, d in tower_depths(module, names).items()})
         return depths

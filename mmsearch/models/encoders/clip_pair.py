@@ -1,5 +1,6 @@
-"""Aligned image + text encoders from open_clip (the LF-Aligned setting): a pretrained CLIP by
-name, and a tiny random CLIP for tests (no packaged pretrained CLIP exists offline)."""
+"""Image + text encoder pairs from open_clip (the LF-Aligned setting): a pretrained CLIP by name,
+the packaged Lite0 and MiniLM towers as one open_clip model (offline, projections not aligned),
+and a tiny random CLIP for tests (no packaged pretrained CLIP exists offline)."""
 from __future__ import annotations
 
 import json
@@ -10,21 +11,28 @@ from pathlib import Path
 import torch
 
 from . import BuildContext, Encoder, EncoderOutput, normalized_images, register_encoder
+from .hf_text import minilm_dir
+from .timm_image import _lite0_packaged_state_dict, timm_depths
 
 TINY_CLIP = "mmsearch-clip-tiny"
+LITE0_MINILM = "mmsearch-clip-lite0-minilm"
 
 
 class OpenClipPair(Encoder):
     """Both towers of one CLIP model (only the tower of a modality the table has); outputs the
-    projected (aligned) image and text vectors, which are also the one token each for early fusion."""
+    projected image and text vectors (aligned where the pair was trained together), which are also
+    the one token each for early fusion."""
     modality = "pair"
     towers = ("model.visual", "model")  # the vision tower; the text tower is the rest of the model
 
-    def __init__(self, ctx: BuildContext, model_name: str, pretrained: str | None):
+    def __init__(self, ctx: BuildContext, model_name: str, pretrained: str | None, **create_kwargs):
         import open_clip
+        from open_clip.hf_model import HFTextEncoder
 
         super().__init__()
-        kwargs = {}
+        # an HF text tower loads its base weights by default (from the hub): not when building
+        # for a bundle (ctx.pretrained False), whose weights replace them
+        kwargs = {"pretrained_text": ctx.pretrained, **create_kwargs}
         if pretrained and not ctx.pretrained:
             # skip the tag's weights (open_clip would download them) but keep what else the tag
             # sets: its image normalization (the architecture comes from model_name alone)
@@ -35,6 +43,11 @@ class OpenClipPair(Encoder):
             if isinstance(getattr(self.model, name, None), torch.nn.Parameter):  # rejects unused params
                 getattr(self.model, name).requires_grad_(False)
         self._tokenizer = open_clip.get_tokenizer(model_name)
+        # open_clip's own tokenizer pads with 0; an HF tokenizer (and HF text tower) with its pad id
+        self.pad_id = getattr(getattr(self._tokenizer, "tokenizer", None), "pad_token_id", None) or 0
+        # an HF text tower masks padding itself (ids != pad id), so, as hf_text does, it runs only up
+        # to the batch's longest text (same outputs); CLIP's own tower needs its fixed context length
+        self.trims_padding = isinstance(getattr(self.model, "text", None), HFTextEncoder)
         pre = open_clip.get_model_preprocess_cfg(self.model)
         size = pre["size"]
         self.image_size = ctx.image_size or (size[0] if isinstance(size, (tuple, list)) else size)
@@ -47,8 +60,8 @@ class OpenClipPair(Encoder):
         _drop_unused_tower(self.model, ctx.modalities)
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = self._tokenizer(texts)  # CLIP has a fixed context length; pad id is 0
-        return ids, (ids != 0).long()
+        ids = self._tokenizer(texts)  # padded to the context length
+        return ids, (ids != self.pad_id).long()
 
     def forward(self, batch: dict) -> dict[str, EncoderOutput]:
         out = {}
@@ -59,6 +72,8 @@ class OpenClipPair(Encoder):
             out["image"] = EncoderOutput(pooled=pooled.mean(1), tokens=pooled)
         if "text_ids" in batch:
             ids = torch.where(batch["text_mask"].unsqueeze(1), batch["text_ids"], self.empty_ids)
+            if self.trims_padding:  # padding is on the right
+                ids = ids[:, :max(1, int((ids != self.pad_id).sum(1).max()))]
             pooled = self.model.encode_text(ids)
             out["text"] = EncoderOutput(pooled=pooled, tokens=pooled.unsqueeze(1))
         return out
@@ -107,15 +122,63 @@ class ClipTiny(OpenClipPair):
         patch_size: int = 8
 
     def __init__(self, ctx: BuildContext, embed_dim: int, width: int, layers: int, image_size: int, patch_size: int):
-        import open_clip
-
-        config = {
+        _register_config(TINY_CLIP, {
             "embed_dim": embed_dim,
             "vision_cfg": {"image_size": image_size, "layers": layers, "width": width, "patch_size": patch_size, "head_width": 32},
             "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": width, "heads": max(1, width // 32), "layers": layers},
-        }
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / f"{TINY_CLIP}.json"
-            path.write_text(json.dumps(config))
-            open_clip.add_model_config(path)
+        })
         super().__init__(ctx, TINY_CLIP, None)
+
+
+@register_encoder
+class ClipLite0MiniLM(OpenClipPair):
+    """The packaged towers as one open_clip model (CustomTextCLIP, 26M params, offline): timm's
+    EfficientNet-Lite0 with the packaged ImageNet weights (TF-ported: mean = std = 0.5) and
+    all-MiniLM-L6-v2 with its packaged weights (mean-pooled, as it was trained), each followed by a
+    linear projection to embed_dim. The projections are random, so the two towers are NOT aligned
+    (no pretrained CLIP is packaged): the alignment tricks (align_kl, align_infonce) align them
+    while training. Text is padded to model.max_text_len; images are 224 px unless
+    model.image_size says otherwise. pretrained=False: random towers."""
+    name = "clip_lite0_minilm"
+
+    @dataclass(frozen=True)
+    class Config:
+        embed_dim: int = 256
+        pretrained: bool = True
+
+    def __init__(self, ctx: BuildContext, embed_dim: int, pretrained: bool):
+        text = str(minilm_dir())  # a local folder: config, tokenizer and weights without a hub
+        _register_config(LITE0_MINILM, {
+            "embed_dim": embed_dim,
+            # timm_proj linear: timm's own trunk (classifier removed, average pool) keeps exactly
+            # the packaged Lite0 tensors, and the projection is a separate layer (visual.head.proj)
+            "vision_cfg": {"image_size": ctx.image_size or 224, "timm_model_name": "tf_efficientnet_lite0",
+                           "timm_model_pretrained": False, "timm_pool": "avg", "timm_proj": "linear"},
+            # mean pooler: BERT's own pooler is then not built (it would get no gradient: DDP fails)
+            "text_cfg": {"hf_model_name": text, "hf_tokenizer_name": text, "hf_pooler_type": "mean_pooler",
+                         "hf_proj_type": "linear", "context_length": ctx.max_text_len},
+        })
+        load = pretrained and ctx.pretrained
+        super().__init__(ctx, LITE0_MINILM, None, pretrained_text=load,
+                         force_preprocess_cfg={"mean": (0.5,) * 3, "std": (0.5,) * 3})
+        if load and self.model.visual is not None:
+            self.model.visual.trunk.load_state_dict(_lite0_packaged_state_dict(self.model.visual.trunk))
+
+    def layer_depths(self) -> dict[str, int]:
+        """The text tower by the module structure (projection 1, last block 2, ...); the Lite0
+        trunk by timm's grouping, as the lite0 encoder has it, one level below its projection
+        (head.proj, 1) just as MiniLM's blocks are one level below theirs."""
+        depths = super().layer_depths()
+        if self.model.visual is not None:
+            depths.update({f"model.visual.trunk.{n}": d + 1 for n, d in timm_depths(self.model.visual.trunk).items()})
+        return depths
+
+
+def _register_config(name: str, config: dict) -> None:
+    """Make `name` an open_clip model name (open_clip reads model configs from JSON files only)."""
+    import open_clip
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"{name}.json"
+        path.write_text(json.dumps(config))
+        open_clip.add_model_config(path)

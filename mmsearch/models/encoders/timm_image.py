@@ -40,11 +40,15 @@ class TimmImageEncoder(Encoder):
         return {"image": EncoderOutput(tokens=features.reshape(b, n * features.shape[1], -1))}
 
     def layer_depths(self) -> dict[str, int]:
-        """timm's own block grouping (the one its layer-decay optimizer uses), top group = 1."""
-        from timm.models import group_parameters
+        return {f"trunk.{name}": d for name, d in timm_depths(self.trunk).items()}
 
-        groups = group_parameters(self.trunk, self.trunk.group_matcher(coarse=False))
-        return {f"trunk.{name}": len(groups) - i for i, names in enumerate(groups.values()) for name in names}
+
+def timm_depths(trunk: nn.Module) -> dict[str, int]:
+    """timm's own block grouping (the one its layer-decay optimizer uses), top group = 1."""
+    from timm.models import group_parameters
+
+    groups = group_parameters(trunk, trunk.group_matcher(coarse=False))
+    return {name: len(groups) - i for i, names in enumerate(groups.values()) for name in names}
 
 
 def _drop_pooling_head(trunk: nn.Module, image_size: int) -> None:
