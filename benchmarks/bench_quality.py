@@ -20,16 +20,14 @@ table first (seeded), for cloth on a small CPU. Writes benchmarks/results/qualit
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _common import environment, sample_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,10 +126,8 @@ def main() -> None:
     if args.rows and args.dataset == "emoji":
         ap.error("--rows is for cloth (emoji is small, and its image paths are relative to its folder)")
 
-    import torch
     import yaml
 
-    import mmsearch
     from mmsearch import datasets
     from mmsearch.ensemble.build import build_ensemble
 
@@ -142,10 +138,8 @@ def main() -> None:
         space_file = exp / "space.yaml"
     else:
         ds = datasets.load(args.dataset)
-        if args.rows:  # (cloth: no image paths, which are relative to the table's folder)
-            path = work / f"{args.dataset}_{args.rows}.csv"
-            ds.load().sample(n=args.rows, random_state=0).to_csv(path, index=False)
-            ds = dataclasses.replace(ds, path=path)
+        if args.rows:
+            ds = sample_rows(ds, args.rows, work)
         space_file = Path(args.space)
         exp = run_search(ds, space_file, args.trials, work)
     search_s = time.perf_counter() - t0
@@ -167,8 +161,7 @@ def main() -> None:
         "holdout": {"linear_probe": round(probe, 4), **{k: round(v, 4) for k, v in holdout.items()}},
         "probe": probe_info, "ensemble_members": len(ens["members"]),
         "trials": ens["pool"], "search_s": round(search_s, 1), "probe_s": round(probe_s, 1),
-        "machine": {"cores": os.cpu_count(), "gpu": torch.cuda.is_available(), "platform": platform.platform()},
-        "versions": {"python": sys.version.split()[0], "torch": torch.__version__, "mmsearch": mmsearch.__version__},
+        **environment(),
     }
     path = Path(args.out or ROOT / "benchmarks" / "results" / f"quality_{args.dataset}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
