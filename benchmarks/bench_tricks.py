@@ -145,6 +145,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--cloth-rows", type=int, default=1500, help="seeded sample of cloth's 23,486 rows")
+    ap.add_argument("--emoji-rows", type=int, default=0, help="seeded sample of emoji's 1,906 rows (0: all)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 1 epoch of 5 steps, 300 cloth rows")
     ap.add_argument("--resume", action="store_true", help="keep the runs with these settings already in the results")
     args = ap.parse_args()
@@ -161,7 +162,10 @@ def main() -> None:
         trial = {**BASELINE, "model.max_text_len": DATASETS[dataset]["max_text_len"], **VARIANTS[variant],
                  "train.epochs": args.epochs, "train.max_steps_per_epoch": max_steps, "train.seed": seed}
         return {"dataset": dataset, "variant": variant, "seed": seed,
-                "rows": args.cloth_rows if dataset == "cloth" else "all", "split_seed": SPLIT_SEED, "trial": trial}
+                "rows": rows(dataset) or "all", "split_seed": SPLIT_SEED, "trial": trial}
+
+    def rows(dataset: str) -> int:
+        return args.cloth_rows if dataset == "cloth" else args.emoji_rows
 
     skipped = skipped_variants()
     for name, why in skipped.items():
@@ -176,7 +180,7 @@ def main() -> None:
     def save() -> None:
         out = {"benchmark": "bag of tricks: baseline vs baseline + one trick (holdout, paired over seeds)",
                "settings": {"datasets": args.datasets, "variants_run": args.variants, "seeds": args.seeds, "epochs": args.epochs,
-                            "max_steps_per_epoch": max_steps, "cloth_rows": args.cloth_rows, "split_seed": SPLIT_SEED,
+                            "max_steps_per_epoch": max_steps, "cloth_rows": args.cloth_rows, "emoji_rows": args.emoji_rows, "split_seed": SPLIT_SEED,
                             "baseline": BASELINE, "variants": VARIANTS},
                "skipped": skipped, "runs": runs, **environment()}
         atomic_write_text(json_path, json.dumps(out, indent=1) + "\n")
@@ -188,7 +192,7 @@ def main() -> None:
         for dataset in args.datasets:
             todo = [key(dataset, v, s) for s in args.seeds for v in args.variants if v not in skipped]  # seed-major: pairs complete early
             todo = [k for k in todo if k not in have]
-            data = prepare_split(dataset, args.cloth_rows if dataset == "cloth" else None, work) if todo else None
+            data = prepare_split(dataset, rows(dataset) or None, work) if todo else None
             for i, k in enumerate(todo, 1):
                 out = work / f"{dataset}-{k['variant']}-{k['seed']}"
                 try:
