@@ -243,3 +243,26 @@ def test_overrides_are_kept_in_the_experiment_for_resume(tmp_path, small_table):
     kept = SearchSpace.load(ExperimentDir(exp).space_file)  # what `mmsearch resume` searches
     assert kept.fixed["train.epochs"] == 1 and kept.fixed["optim.lr"] == 5e-3 and not kept.dims
     assert "--set train.epochs=1" in ExperimentDir(exp).space_file.read_text()
+
+
+@pytest.mark.slow
+def test_the_bag_of_tricks_runs_with_every_trick_on(tmp_path, small_table):
+    """The shipped bag space, CPU-sized with --set, every trick switched on at once: both trials
+    train to the end (fusion and LF / LF-Aligned as the space samples them)."""
+    import ray
+
+    from mmsearch import cli
+    from mmsearch.registry import TRICKS
+
+    sets = {**TINY_FIXED, "train.epochs": 1, "train.max_steps_per_epoch": 2, "optim.batch_size": 16,
+            **{f"tricks.{name}.enabled": True for name in TRICKS.names()}}
+    args = ["search", "--data", str(small_table), "--label", "label", "--space", "search_spaces/bag_of_tricks.yaml",
+            "--name", "bag", "--storage", str(tmp_path), "--num-samples", "2", "--searcher", "random", "--scheduler", "fifo"]
+    try:
+        assert cli.main(args + [a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")]) == 0
+    finally:
+        ray.shutdown()
+    pool = load_pool(tmp_path / "bag")
+    assert len(pool) == 2 and all(e.finished for e in pool)
+    for e in pool:
+        assert all(e.config[f"tricks.{name}.enabled"] for name in TRICKS.names())
