@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from .. import metrics as metric_fns
@@ -47,8 +47,13 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     truth = {part: _decoded(data, sets[part].labels.numpy()) for part in EVAL_PARTS}
     batch = cfg.optim.worker_batch(ctx.world_size)
     loader_args = dict(num_workers=cfg.train.loader_workers, persistent_workers=cfg.train.loader_workers > 0)
-    shuffle = torch.Generator()
-    train_loader = DataLoader(sets["train"], batch_size=batch, shuffle=True, drop_last=len(sets["train"]) > batch, generator=shuffle, **loader_args)
+    shuffle = torch.Generator()  # the rows' order, reseeded every epoch
+    # the loader draws its workers' base seed from its own generator when it starts workers: once
+    # per epoch, or once per run with persistent workers. Kept apart from the order, so that a
+    # resumed run (whose loader starts in a later epoch) shuffles as an uninterrupted one did
+    worker_seeds = torch.Generator().manual_seed(cfg.train.seed)
+    train_loader = DataLoader(sets["train"], batch_size=batch, sampler=RandomSampler(sets["train"], generator=shuffle),
+                              drop_last=len(sets["train"]) > batch, generator=worker_seeds, **loader_args)
     eval_loaders = {part: DataLoader(sets[part], batch_size=cfg.optim.eval_batch(ctx.world_size), **loader_args) for part in EVAL_PARTS}
 
     def evaluate(m, part="val"):
