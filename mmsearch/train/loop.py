@@ -21,7 +21,7 @@ from ..config import TrialConfig
 from ..data.dataset import RowDataset
 from ..data.prepare import PreparedData
 from ..models.model import build_model
-from ..tricks import TrainState, build_tricks
+from ..tricks import TrainState, build_tricks, row_hooks
 from . import checkpoint
 from .evaluate import autocast, predict, task_loss, to_device
 from .optim import base_schedule, make_optimizer, param_specs
@@ -43,7 +43,12 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     # -- model, tricks, data -----------------------------------------------------------------
     model = build_model(cfg, data)
     tricks = build_tricks(cfg.enabled_tricks())
-    sets = {part: RowDataset(data, part, view=model.view, image_size=model.image_size, tokenize=model.tokenize) for part in ("train", *EVAL_PARTS)}
+
+    def dataset(part: str, **augment) -> RowDataset:
+        return RowDataset(data, part, view=model.view, image_size=model.image_size, tokenize=model.tokenize, **augment)
+
+    # the tricks' per-row hooks run on training rows only, seeded from (seed, epoch, row)
+    sets = {"train": dataset("train", augment=row_hooks(tricks), seed=cfg.train.seed), **{part: dataset(part) for part in EVAL_PARTS}}
     truth = {part: _decoded(data, sets[part].labels.numpy()) for part in EVAL_PARTS}
     batch = cfg.optim.worker_batch(ctx.world_size)
     loader_args = dict(num_workers=cfg.train.loader_workers, persistent_workers=cfg.train.loader_workers > 0)
@@ -108,6 +113,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
         shuffle.manual_seed(epoch_seed)
         state.generator.manual_seed(epoch_seed + ctx.rank)
         torch.manual_seed(epoch_seed + ctx.rank)  # dropout inside the model
+        sets["train"].set_epoch(epoch)  # the rows' augmentation (seen by the loader's workers)
         if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
         train_loss = _train_epoch(ddp_model, train_loader, optimizer, scheduler, tricks, state, cfg, steps_per_epoch)
