@@ -229,3 +229,11 @@ def test_rendered_fields_are_not_edited(table, tiny):
     items(ds)
     expected = [joined_text(fields, "zebra") for fields, free in ds._text_parts if free]
     assert tokenized == expected and all("\n" in t for t in expected)  # the fields, then the text
+
+
+@pytest.mark.parametrize("key, value", [("text_rate", 1.5), ("swap_p", -0.1), ("num_noise", -1.0)])
+def test_out_of_range_settings_are_config_errors(key, value):
+    from mmsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"tricks.augment.{key}"):
+        TrialConfig.from_flat({"tricks.augment.enabled": True, f"tricks.augment.{key}": value})

@@ -26,7 +26,7 @@ class Augment(Trick):
     replacement, which needs a WordNet download. Tabular: each present cell takes the value of
     the same column in a random training row with probability swap_p (swap noise), then present
     numerics get Gaussian noise of std num_noise (they are standardised). Missing inputs stay
-    missing. 0 (or image "none") switches a modality off. An image op costs ~2-8 ms of CPU at
+    missing. 0 (or image "none") switches a modality off. An image op costs ~5-10 ms of CPU at
     224 px: give the trial train.loader_workers so that it runs off the training process."""
     name = "augment"
 
