@@ -52,17 +52,26 @@ class TableView:
         """One string per row for the text encoder (None: the view has no text). The rendered
         columns come first, one `template` line each (a missing value: no line), then the free
         text, so a truncating tokenizer cuts the long free text, not the short fields."""
+        parts = self.text_parts(rows)
+        return None if parts is None else [joined_text(fields, free) for fields, free in parts]
+
+    def text_parts(self, rows: pd.DataFrame) -> list[tuple[str, str]] | None:
+        """(rendered field lines, free text) per row, each '' when absent: what `texts` joins.
+        Kept apart so that training-time text edits touch the free text, never the fields."""
         if not self.has("text"):
             return None
         free = row_texts(rows, self.schema.by_role("text")) if self.schema.by_role("text") else [""] * len(rows)
         if not self.rendered:
-            return free
+            return [("", text) for text in free]
         fields = {c: _formatted(rows[c], numeric=self.schema.columns[c] == "numeric") for c in self.rendered}
-        out = []
-        for i, text in enumerate(free):
-            lines = [self.template.format(column=c, value=fields[c][i]) for c in self.rendered if fields[c][i] is not None]
-            out.append("\n".join([*lines, text] if text else lines))
-        return out
+        lines = ["\n".join(self.template.format(column=c, value=fields[c][i]) for c in self.rendered if fields[c][i] is not None)
+                 for i in range(len(rows))]
+        return list(zip(lines, free))
+
+
+def joined_text(fields: str, free: str) -> str:
+    """The text the encoder reads: the rendered field lines, then the free text."""
+    return "\n".join(part for part in (fields, free) if part)
 
 
 def row_texts(rows, columns: list[str]) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from .. import metrics as metric_fns
@@ -21,7 +21,7 @@ from ..config import TrialConfig
 from ..data.dataset import RowDataset
 from ..data.prepare import PreparedData
 from ..models.model import build_model
-from ..tricks import TrainState, build_tricks
+from ..tricks import TrainState, build_tricks, row_hooks
 from . import checkpoint
 from .evaluate import autocast, predict, task_loss, to_device
 from .optim import base_schedule, make_optimizer, param_specs
@@ -43,12 +43,22 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     # -- model, tricks, data -----------------------------------------------------------------
     model = build_model(cfg, data)
     tricks = build_tricks(cfg.enabled_tricks())
-    sets = {part: RowDataset(data, part, view=model.view, image_size=model.image_size, tokenize=model.tokenize) for part in ("train", *EVAL_PARTS)}
+
+    def dataset(part: str, **augment) -> RowDataset:
+        return RowDataset(data, part, view=model.view, image_size=model.image_size, tokenize=model.tokenize, **augment)
+
+    # the tricks' per-row hooks run on training rows only, seeded from (seed, epoch, row)
+    sets = {"train": dataset("train", augment=row_hooks(tricks), seed=cfg.train.seed), **{part: dataset(part) for part in EVAL_PARTS}}
     truth = {part: _decoded(data, sets[part].labels.numpy()) for part in EVAL_PARTS}
     batch = cfg.optim.worker_batch(ctx.world_size)
     loader_args = dict(num_workers=cfg.train.loader_workers, persistent_workers=cfg.train.loader_workers > 0)
-    shuffle = torch.Generator()
-    train_loader = DataLoader(sets["train"], batch_size=batch, shuffle=True, drop_last=len(sets["train"]) > batch, generator=shuffle, **loader_args)
+    shuffle = torch.Generator()  # the rows' order, reseeded every epoch
+    # the loader draws its workers' base seed from its own generator when it starts workers: once
+    # per epoch, or once per run with persistent workers. Kept apart from the order, so that a
+    # resumed run (whose loader starts in a later epoch) shuffles as an uninterrupted one did
+    worker_seeds = torch.Generator().manual_seed(cfg.train.seed)
+    train_loader = DataLoader(sets["train"], batch_size=batch, sampler=RandomSampler(sets["train"], generator=shuffle),
+                              drop_last=len(sets["train"]) > batch, generator=worker_seeds, **loader_args)
     eval_loaders = {part: DataLoader(sets[part], batch_size=cfg.optim.eval_batch(ctx.world_size), **loader_args) for part in EVAL_PARTS}
 
     def evaluate(m, part="val"):
@@ -103,6 +113,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
         shuffle.manual_seed(epoch_seed)
         state.generator.manual_seed(epoch_seed + ctx.rank)
         torch.manual_seed(epoch_seed + ctx.rank)  # dropout inside the model
+        sets["train"].set_epoch(epoch)  # the rows' augmentation (seen by the loader's workers)
         if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
         train_loss = _train_epoch(ddp_model, train_loader, optimizer, scheduler, tricks, state, cfg, steps_per_epoch)

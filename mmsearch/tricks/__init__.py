@@ -11,7 +11,7 @@ from typing import Any
 from ..registry import TRICKS
 from ._base import ParamSpec, Schedule, Stage, TrainState, Trick
 
-__all__ = ["ParamSpec", "Schedule", "Stage", "TrainState", "Trick", "build_tricks", "register_trick"]
+__all__ = ["ParamSpec", "Schedule", "Stage", "TrainState", "Trick", "build_tricks", "register_trick", "row_hooks"]
 
 register_trick = TRICKS.register
 
@@ -20,3 +20,9 @@ def build_tricks(enabled: dict[str, Any]) -> list[Trick]:
     """The enabled tricks (name -> Config instance), in the order their hooks run."""
     tricks = [TRICKS.get(name)(conf) for name, conf in enabled.items()]
     return sorted(tricks, key=lambda t: (t.stage, t.name))
+
+
+def row_hooks(tricks: list[Trick]) -> list:
+    """The augment_row hooks of the tricks that override it, in hook order: the training set runs
+    them per row (and, when there are none, makes its items without building rows)."""
+    return [t.augment_row for t in tricks if type(t).augment_row is not Trick.augment_row]

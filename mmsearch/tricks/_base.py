@@ -8,7 +8,8 @@ of a trial's life:
 
     configure_view                                          once, before the model is built
     configure_model -> param_groups -> lr_schedule          once, before the first epoch
-    per epoch:  per training step: on_batch -> (forward) -> on_loss -> (backward) -> before_step
+    per epoch:  per training row, in the data loader:  augment_row
+                per training step: on_batch -> (forward) -> on_loss -> (backward) -> before_step
                 after validation:  on_epoch_end
     after_fit                                               once, after the last epoch
 
@@ -26,6 +27,9 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:  # tricks sit below the models in the import graph: types only
+    import numpy as np
+
+    from ..data.row import Row
     from ..data.view import TableView
     from ..models.fusion import ModelOutput
 
@@ -116,6 +120,20 @@ class Trick:
         """Once, before training: wrap the learning-rate factor schedule (step -> factor of each
         group's lr). Return the schedule to use; do not call it with side effects."""
         return schedule
+
+    # -- each training row, in the data loader ------------------------------------------------------
+    def augment_row(self, row: "Row", rng: "np.random.Generator") -> "Row":
+        """Each training row, each epoch, when the dataset makes the row's item (in the DataLoader's
+        worker processes when train.loader_workers > 0, else in the training process); never for
+        validation, holdout or predict rows. Return the row to train on: values may change (in
+        place or replaced, same shapes and dtypes), presence never (the dataset keeps its masks: a
+        missing input stays missing). Draw all randomness from `rng`, seeded from (train.seed,
+        epoch, the row's index), so that a row's augmentation does not depend on the worker, the
+        batch or an interruption (a resumed trial sees what an uninterrupted one would have); an
+        op that draws from torch's global generator runs under ``torch.random.fork_rng`` seeded
+        from `rng`. Runs in other processes: what the trick stores on itself here is neither seen
+        by the training process nor checkpointed. Only tricks that override it are called."""
+        return row
 
     # -- each training step ------------------------------------------------------------------------
     def on_batch(self, batch: dict, state: TrainState) -> dict:
