@@ -55,6 +55,11 @@ VARIANTS = {
     "+align_kl": {"tricks.align_kl.enabled": True},
     "+align_infonce": {"tricks.align_infonce.enabled": True},
     "+modality_dropout": {"tricks.modality_dropout.enabled": True},
+    # issue 11: augmentation and missing inputs
+    "+augment": {"tricks.augment.enabled": True},
+    "+manifold_mixup": {"tricks.manifold_mixup.enabled": True},
+    "+lemda": {"tricks.lemda.enabled": True},
+    "+learnable_missing": {"model.missing": "learnable"},
 }
 # dataset -> its loader's arguments and the text length (cloth's reviews are longer than emoji names)
 DATASETS = {
