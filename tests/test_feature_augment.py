@@ -16,7 +16,7 @@ from mmsearch.models.fusion import ModelOutput
 from mmsearch.train.context import LocalContext
 from mmsearch.train.loop import train
 from mmsearch.tricks import build_tricks
-from mmsearch.tricks.lemda import Augmenter
+from mmsearch.tricks.lemda import Augmenter, _consistency
 
 
 def trick(name, **cfg):
@@ -145,6 +145,7 @@ def test_lemda_model_gradients_are_the_task_and_augmented_sample_losses_only(tin
     """The augmenter's own loss (made large here) reaches the augmenter alone: the model's
     gradients are those of L(x) + L(head(aug)) with aug fixed."""
     model, batch, t, state = _configured_lemda(tiny_model, adv_weight=1.0, consist_weight=1.0, mse_weight=1.0, kl_weight=1.0)
+    model = copy.deepcopy(model)  # another trick's configure_model may return a copy: the trick follows it
     model.eval()  # no dropout: the two passes below see the same network
     _step(model, batch, t, state)  # one step first: the augmenter is no longer the identity
     y = batch["label"]
@@ -179,6 +180,29 @@ def test_lemda_leaves_evaluation_alone(tiny_model):
     _step(model, batch, t, state)  # the augmenter moves; the model's weights are not stepped here
     with torch.no_grad():
         assert torch.equal(model(batch).logits, plain)
+
+
+def test_lemda_consistency_counts_confident_rows_only():
+    x = torch.tensor([[2.0, 0.0, 0.0], [0.1, 0.0, 0.0]])
+    assert float(_consistency(x, x.clone(), "multiclass", 0.5)) == 0.0
+    confident = torch.tensor([[0.0, 3.0, 0.0], [0.0, 0.0, 0.0]])  # row 0 sure of class 1, row 1 uniform
+    p, log_q = x.softmax(-1), confident.log_softmax(-1)
+    row0 = float((p[0] * (p[0].log() - log_q[0])).sum())
+    assert float(_consistency(x, confident, "multiclass", 0.5)) == pytest.approx(row0 / 2)  # row 1 masked
+    assert float(_consistency(x, confident, "multiclass", 0.99)) == 0.0
+    assert float(_consistency(torch.tensor([[1.0], [2.0]]), torch.tensor([[1.0], [4.0]]), "regression", 0.5)) == 2.0
+
+
+def test_lemda_on_regression():
+    torch.manual_seed(0)
+    head = nn.Linear(8, 1)
+    t, state = trick("lemda"), make_state(problem_type="regression")
+    t.configure_model(SimpleNamespace(fusion=SimpleNamespace(head=head, fused_dim=8)), state)
+    x, y = torch.randn(6, 8, requires_grad=True), torch.randn(6)
+    out = ModelOutput(logits=head(x), features={}, fused=x)
+    loss = t.on_loss(task_loss(out.logits, y, "regression"), out, {"label": y}, state)
+    torch.testing.assert_close(loss, 2 * task_loss(out.logits, y, "regression"))  # aug == x at first
+    assert all(p.grad is not None for p in t.augmenter.parameters())
 
 
 def _lemda_ddp_worker(rank, store, out_dir):

@@ -33,10 +33,11 @@ class Augmenter(nn.Module):
 
 @register_trick
 class LeMDA(Trick):
-    """LeMDA (Liu et al. 2022, "Learning Multimodal Data Augmentation in Feature Space"): a small
-    VAE-MLP augmenter, trained alongside the model, turns each row's detached fused vector x into
-    an augmented one, aug = x + dec(z); the task network also learns to predict the row's label
-    from aug. Training only: evaluation and prediction never run the augmenter.
+    """LeMDA: a learned augmenter of the fused vector, trained adversarially; training only.
+    (Liu et al. 2022, "Learning Multimodal Data Augmentation in Feature Space".) A small VAE-MLP
+    augmenter, trained alongside the model, turns each row's detached fused vector x into an
+    augmented one, aug = x + dec(z); the task network also learns to predict the row's label from
+    aug. Evaluation and prediction never run the augmenter.
 
     Task side (``on_loss``): the loss gets w * L(head(aug), y) added (w: the fused loss weight),
     with aug detached, so these gradients reach only the fusion's head. The reference trains on the
@@ -79,7 +80,12 @@ class LeMDA(Trick):
     space = {"adv_weight": {"loguniform": [3e-5, 3e-4]}}
 
     def configure_model(self, model, state):
-        self.head = model.fusion.head  # the module inside the model (and so inside a DDP wrapper)
+        # the head that ran this step's forward, wherever it lives: inside a DDP wrapper, or in a
+        # copy of the model that a later trick's configure_model returns (a copy keeps the hook)
+        def remember(head, args, output):
+            self.head = head
+
+        model.fusion.head.register_forward_hook(remember)
         self.augmenter = Augmenter(model.fusion.fused_dim, self.config.hidden, self.config.z_dim).to(state.device)
         self.optimizer = torch.optim.Adam(self.augmenter.parameters(), lr=self.config.lr)
         return model

@@ -11,10 +11,10 @@ from . import Trick, register_trick
 
 @register_trick
 class ManifoldMixup(Trick):
-    """Manifold mixup on the fused vector: each training step draws lam ~ Beta(alpha, alpha) and a
-    permutation of the batch; the fusion's head predicts from lam * fused + (1 - lam) *
-    fused[perm] instead of fused, and the fused task loss becomes lam * L(logits, y) + (1 - lam) *
-    L(logits, y[perm]).
+    """Manifold mixup: the fused vectors and targets of a batch mixed with a permutation of it.
+    Each training step draws lam ~ Beta(alpha, alpha) and a permutation of the batch; the fusion's
+    head predicts from lam * fused + (1 - lam) * fused[perm] instead of fused, and the fused task
+    loss becomes lam * L(logits, y) + (1 - lam) * L(logits, y[perm]).
 
     How: ``configure_model`` puts a forward pre-hook on ``model.fusion.head`` (the Fusion contract:
     logits = head(fused), one call per forward). ``on_batch`` arms it for the step; the hook mixes
