@@ -67,8 +67,8 @@ class LeMDA(Trick):
     name = "lemda"
 
     @dataclass(frozen=True)
-    class Config:  # the reference's settings (tricks.md; AutoGluon's lemda defaults)
-        hidden: int = 128
+    class Config:  # weights, threshold and lr: the reference's (tricks.md; AutoGluon's lemda defaults)
+        hidden: int = 128  # one hidden layer each way (AutoGluon tapers over 6 layers to z_dim)
         z_dim: int = 8
         adv_weight: float = 1e-4
         mse_weight: float = 0.1
