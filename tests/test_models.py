@@ -211,6 +211,24 @@ def test_fused_model_forward_backward(small_prepared, tiny, fusion):
     assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("fusion.") and p.requires_grad)
 
 
+@pytest.mark.parametrize("fusion", FUSIONS.names())
+def test_every_fusion_predicts_with_its_head_on_fused(fusion):
+    """The Fusion contract that feature-level tricks (manifold_mixup, lemda) rely on: the head is
+    called once per forward, on `fused` itself, and gives the logits; so head(changed fused) is the
+    prediction for a changed fused vector."""
+    torch.manual_seed(0)
+    dims = {"image": (6, 5), "tabular": (4, 3), "text": (5, 7)}
+    fusion_cls = FUSIONS.get(fusion)
+    module = fusion_cls(dims, 3, **asdict(fusion_cls.Config())).eval()  # eval: no dropout noise
+    outputs = {m: SimpleNamespace(pooled=torch.randn(2, p), tokens=torch.randn(2, 4, t), token_mask=None) for m, (p, t) in dims.items()}
+    inputs = []
+    module.head.register_forward_hook(lambda mod, args, out: inputs.append(args))
+    out = module(outputs, {})
+    assert out.fused.shape == (2, module.fused_dim)
+    assert len(inputs) == 1 and len(inputs[0]) == 1 and inputs[0][0] is out.fused
+    assert torch.equal(module.head(out.fused), out.logits)
+
+
 def _lf_transformer(dims, n_out=3):
     torch.manual_seed(0)
     fusion_cls = FUSIONS.get("lf_transformer")

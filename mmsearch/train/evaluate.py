@@ -1,17 +1,10 @@
-"""Losses and predictions shared by training, evaluation, soups and export."""
+"""Predictions and evaluation losses shared by training, evaluation, soups and export."""
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-
-
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
-    logits = logits.float()
-    if problem_type == "regression":
-        return F.mse_loss(logits.squeeze(-1), labels.float())
-    return F.cross_entropy(logits, labels)  # labels may also be soft targets [B, C]
+from ..losses import task_loss
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

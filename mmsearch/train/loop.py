@@ -20,10 +20,11 @@ from .. import metrics as metric_fns
 from ..config import TrialConfig
 from ..data.dataset import RowDataset
 from ..data.prepare import PreparedData
+from ..losses import task_loss
 from ..models.model import build_model
 from ..tricks import TrainState, build_tricks, row_hooks
 from . import checkpoint
-from .evaluate import autocast, predict, task_loss, to_device
+from .evaluate import autocast, predict, to_device
 from .optim import base_schedule, make_optimizer, param_specs
 
 EVAL_PARTS = ("val", "holdout")

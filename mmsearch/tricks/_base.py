@@ -105,7 +105,11 @@ class Trick:
     def configure_model(self, model: nn.Module, state: TrainState) -> nn.Module:
         """Once, after the model is built (on the CPU, before DDP wrapping and before the
         optimizer exists). May change the model in place or return another one; the returned
-        model is the one trained, checkpointed and exported."""
+        model is the one trained, checkpointed and exported. May also register hooks on the
+        model's modules (they fire inside a DDP wrapper too, which wraps these very modules; e.g.
+        manifold_mixup on the fusion's head), or build modules of the trick's own on
+        ``state.device`` with an optimizer of their own (lemda's augmenter), which the trick then
+        steps in before_step and saves in its ``state_dict``."""
         return model
 
     def param_groups(self, params: list[ParamSpec], state: TrainState) -> list[ParamSpec]:

@@ -18,14 +18,22 @@ class ModelOutput:
     logits: torch.Tensor                                   # [B, n_out]: the fused prediction
     features: dict[str, torch.Tensor]                      # modality -> [B, d] after the fusion adapters
     modality_logits: dict[str, torch.Tensor] = field(default_factory=dict)  # per-modality heads, if any
-    fused: torch.Tensor | None = None                      # the fused hidden vector (feature-level tricks)
+    fused: torch.Tensor | None = None                      # [B, fusion.fused_dim]: logits = fusion.head(fused)
 
 
 class Fusion(nn.Module):
+    """Base class of every fusion. The contract feature-level tricks rely on (manifold_mixup mixes
+    the head's input, lemda feeds it augmented vectors): ``forward`` computes one hidden vector
+    per row, ``fused`` [B, ``fused_dim``], and returns ``logits = self.head(fused)``, computed by
+    exactly one call of ``head``; ``head`` is a module of its own (fused -> logits) with no other
+    input, so calling it on a changed fused vector gives the prediction for that vector.
+    tests/test_models.py checks this for every registered fusion."""
     name: ClassVar[str]
     # the encoder output it consumes: encoders are told (BuildContext.fusion_reads) and build only
     # the parameters on that path, so every parameter gets a gradient (DDP requires it)
     reads: ClassVar[Reads]
+    head: nn.Module   # fused [B, fused_dim] -> logits [B, n_out]
+    fused_dim: int    # the width of ModelOutput.fused
 
     def __init__(self, dims: dict[str, tuple[int, int]], n_out: int):
         """dims: modality -> (pooled dim, token dim) of its encoder output."""

@@ -17,6 +17,7 @@ class CLSTransformerFusion(Fusion):
         layer = nn.TransformerEncoderLayer(width, heads, width * 4, dropout, batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, n_out))
+        self.fused_dim = width  # the CLS output
 
     def typed(self, i: int, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens of the i-th modality (self.modalities order) with its type embedding added."""

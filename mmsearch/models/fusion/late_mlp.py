@@ -27,8 +27,9 @@ class LateFusionMLP(Fusion):
     def __init__(self, dims, n_out, *, adapter_dim: int, hidden: int, dropout: float, per_modality_heads: bool):
         super().__init__(dims, n_out)
         self.adapters = nn.ModuleDict({m: nn.Linear(dims[m][0], adapter_dim) for m in self.modalities})
+        self.fused_dim = adapter_dim * len(self.modalities)  # the adapted vectors, concatenated
         self.head = nn.Sequential(
-            nn.Linear(adapter_dim * len(self.modalities), hidden), nn.LeakyReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_out)
+            nn.Linear(self.fused_dim, hidden), nn.LeakyReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_out)
         )
         self.modality_heads = nn.ModuleDict(
             {m: nn.Linear(adapter_dim, n_out) for m in self.modalities} if per_modality_heads else {}
