@@ -30,6 +30,9 @@ class ModelConfig:
     fusion: str = "lf_mlp"
     image_size: int = 0           # 0: the image backbone's own input size
     max_text_len: int = 64        # tokens per row (all text columns together)
+    # a missing input: the imputation baseline (zero image, empty text, mean number, the missing
+    # category) or learned representations (see models.encoders)
+    missing: Literal["impute", "learnable"] = "impute"
 
 
 @dataclass(frozen=True)

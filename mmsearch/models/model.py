@@ -63,6 +63,7 @@ def build_model(cfg: TrialConfig, data, *, pretrained: bool = True) -> Multimoda
         pretrained=pretrained,
         fusion_reads=FUSIONS.get(m.fusion).reads,
         modalities=frozenset(k for k, v in has.items() if v),
+        missing=m.missing,
     )
     wanted = {}
     if m.pair != NONE and (has["image"] or has["text"]):

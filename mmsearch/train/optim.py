@@ -7,13 +7,14 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from ..models.encoders import LEARNED_MISSING
 from ..tricks import ParamSpec, Schedule
 
 
 def param_specs(model: nn.Module, weight_decay: float) -> list[ParamSpec]:
     """Every trainable parameter with its depth from the output (fusion/heads 0; an encoder's
-    top layer 1, ..., its embeddings deepest) and its weight decay (none on biases, norms and
-    embeddings, which decay would only shrink)."""
+    top layer 1, ..., its embeddings deepest) and its weight decay (none on biases, norms,
+    embeddings and learned missing-input representations, which decay would only shrink)."""
     depth: dict[str, int] = {}
     for slot, encoder in model.encoders.items():
         depth.update({f"encoders.{slot}.{name}": d for name, d in encoder.layer_depths().items()})
@@ -22,7 +23,7 @@ def param_specs(model: nn.Module, weight_decay: float) -> list[ParamSpec]:
         if not p.requires_grad:
             continue
         d = depth.get(name, 1 if name.startswith("encoders.") else 0)
-        no_decay = p.ndim <= 1 or name.endswith(".bias") or "embed" in name.lower()
+        no_decay = p.ndim <= 1 or name.endswith(".bias") or "embed" in name.lower() or f".{LEARNED_MISSING}" in name
         specs.append(ParamSpec(name, p, d, 0.0 if no_decay else weight_decay))
     return specs
 

@@ -11,8 +11,9 @@ from . import Stage, Trick, register_trick
 @register_trick
 class ModalityDropout(Trick):
     """During training only, blank each modality of each row with probability p: the image
-    becomes missing (zero image), the text empty, numbers their imputed value, categories the
-    reserved "missing" id. With keep_one (default) a row never loses every modality it has: when
+    becomes missing, the text empty, numbers missing, categories the reserved "missing" id; the
+    encoders then give the row the missing representation of model.missing (the imputed one, or
+    the learned one). With keep_one (default) a row never loses every modality it has: when
     all of a row's present modalities are drawn, one of them, chosen at random, is kept, so no
     row becomes pure noise. Rows that had a single modality keep it."""
     name = "modality_dropout"

@@ -1,8 +1,14 @@
 """Encoder registry and the pieces every encoder shares.
 
 An encoder reads its inputs from the batch (with their presence masks), replaces masked inputs
-by the modality's missing representation (zero image, empty text, imputed number, the reserved
-"missing" category) and returns an ``EncoderOutput`` per modality it covers.
+by the modality's missing representation and returns an ``EncoderOutput`` per modality it covers.
+Two strategies (``model.missing``, BuildContext.missing):
+- ``impute``: the imputation baseline: zero image, empty text (CLS + SEP), the train mean for a
+  number (0 after standardisation), the reserved "missing" category.
+- ``learnable``: a missing image's or text's encoder output, and a missing number's feature token,
+  is a learned parameter instead (named ``missing_*``), initialised to what ``impute`` gives (so
+  the two start equal and differ by what is learned). A missing category is the reserved
+  category under both: its embedding row is already its own learned category.
 """
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ register_encoder = ENCODERS.register
 
 
 Reads = Literal["pooled", "tokens"]  # which output of the encoders a fusion consumes
+Missing = Literal["impute", "learnable"]  # how an encoder represents a missing input (model.missing)
+LEARNED_MISSING = "missing_"  # the name prefix of every learned missing-input parameter
 
 
 @dataclass
@@ -45,6 +53,8 @@ class BuildContext:
     fusion_reads: Reads = "pooled"
     # the modalities the table has: an encoder covering several (the CLIP pair) builds only their towers
     modalities: frozenset[str] = frozenset({"image", "text", "tabular"})
+    # a missing input's representation: the imputation baseline, or learned parameters
+    missing: Missing = "impute"
 
 
 class Encoder(nn.Module):
@@ -58,7 +68,8 @@ class Encoder(nn.Module):
 
     def layer_depths(self) -> dict[str, int]:
         """Trainable parameter name -> depth from the top of its tower (1 = next to the fusion),
-        from the module structure (see tower_depths)."""
+        from the module structure (see tower_depths). A parameter in no tower (a learned
+        missing-input representation standing in for a tower's output) is on top: depth 1."""
         trainable = [n for n, p in self.named_parameters() if p.requires_grad]
         depths: dict[str, int] = {}
         for tower in self.towers:
@@ -68,7 +79,7 @@ class Encoder(nn.Module):
                 continue
             module = self.get_submodule(tower) if tower else self
             depths.update({prefix + n: d for n, d in tower_depths(module, names).items()})
-        return depths
+        return depths | {n: 1 for n in trainable if n not in depths}
 
 
 _BLOCK = re.compile(r"^(?P<container>(?:.+?\.)?(?:layer|layers|blocks|resblocks))\.(?P<index>\d+)\.")
@@ -120,6 +131,27 @@ def normalized_images(images: torch.Tensor, present: torch.Tensor, mean: torch.T
     zero image (the imputation baseline), so every image encoder represents absence the same way."""
     x = (images.flatten(0, 1).float() / 255.0 - mean) / std
     return x * present.flatten().view(-1, 1, 1, 1).to(x.dtype)
+
+
+def fill_missing(encoded: torch.Tensor, present: torch.Tensor, learned: torch.Tensor) -> torch.Tensor:
+    """`encoded` [*present.shape, ...] with the entries whose input is missing (present False)
+    replaced by `learned` (broadcast over the leading dimensions). torch.where keeps `learned` in
+    the graph in every step: its gradient is zero, not None, when nothing is missing, as DDP
+    (which requires a gradient for every parameter in every step) needs."""
+    present = present.view(*present.shape, *(1,) * (encoded.ndim - present.ndim))
+    return torch.where(present, encoded, learned.to(encoded.dtype))
+
+
+def probe(module: nn.Module, fn):
+    """fn() in eval mode (no dropout, no batch-norm statistics update) without gradients: what a
+    module outputs for a fixed input, e.g. the imputed representation a learned one starts from."""
+    training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            return fn()
+    finally:
+        module.train(training)
 
 
 def mean_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

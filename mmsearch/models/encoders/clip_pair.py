@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import BuildContext, Encoder, EncoderOutput, normalized_images, register_encoder
+from . import BuildContext, Encoder, EncoderOutput, fill_missing, normalized_images, probe, register_encoder
 from .hf_text import minilm_dir
 from .timm_image import lite0_packaged_state_dict, timm_depths
 
@@ -21,7 +21,9 @@ LITE0_MINILM = "mmsearch-clip-lite0-minilm"
 class OpenClipPair(Encoder):
     """Both towers of one CLIP model (only the tower of a modality the table has); outputs the
     projected image and text vectors (aligned where the pair was trained together), which are also
-    the one token each for early fusion."""
+    the one token each for early fusion. A missing image is the zero image, a missing text the
+    empty one; with model.missing learnable their projected vectors are learned parameters instead
+    (`missing_image` per image column, `missing_text`), starting as those encodings."""
     modality = "pair"
     towers = ("model.visual", "model")  # the vision tower; the text tower is the rest of the model
 
@@ -58,6 +60,13 @@ class OpenClipPair(Encoder):
         with torch.no_grad():
             self.out_dim = self.token_dim = self.model.encode_text(empty).shape[-1]
         _drop_unused_tower(self.model, ctx.modalities)
+        self.missing_image = self.missing_text = None
+        if ctx.missing == "learnable":
+            if self.model.visual is not None:
+                zero = probe(self.model, lambda: self.model.encode_image(torch.zeros(1, 3, self.image_size, self.image_size)))
+                self.missing_image = torch.nn.Parameter(zero.expand(ctx.n_image_columns, -1).clone())
+            if "text" in ctx.modalities:
+                self.missing_text = torch.nn.Parameter(probe(self.model, lambda: self._encode_text(self.empty_ids[None]))[0].clone())
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids = self._tokenizer(texts)  # padded to the context length
@@ -69,14 +78,21 @@ class OpenClipPair(Encoder):
             images, present = batch["image"], batch["image_mask"]
             b, n = present.shape
             pooled = self.model.encode_image(normalized_images(images, present, self.mean, self.std)).view(b, n, -1)
+            if self.missing_image is not None:
+                pooled = fill_missing(pooled, present, self.missing_image)
             out["image"] = EncoderOutput(pooled=pooled.mean(1), tokens=pooled)
         if "text_ids" in batch:
-            ids = torch.where(batch["text_mask"].unsqueeze(1), batch["text_ids"], self.empty_ids)
-            if self.trims_padding:  # padding is on the right
-                ids = ids[:, :max(1, int((ids != self.pad_id).sum(1).max()))]
-            pooled = self.model.encode_text(ids)
+            present = batch["text_mask"]
+            pooled = self._encode_text(torch.where(present.unsqueeze(1), batch["text_ids"], self.empty_ids))
+            if self.missing_text is not None:
+                pooled = fill_missing(pooled, present, self.missing_text)
             out["text"] = EncoderOutput(pooled=pooled, tokens=pooled.unsqueeze(1))
         return out
+
+    def _encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.trims_padding:  # padding is on the right
+            ids = ids[:, :max(1, int((ids != self.pad_id).sum(1).max()))]
+        return self.model.encode_text(ids)
 
 
 _NOT_TEXT_TOWER = ("visual", "logit_scale", "logit_bias")

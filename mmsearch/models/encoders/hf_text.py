@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 
-from . import BuildContext, Encoder, EncoderOutput, mean_pool, register_encoder
+from . import BuildContext, Encoder, EncoderOutput, fill_missing, mean_pool, probe, register_encoder
 
 
 def minilm_dir() -> Path:
@@ -19,6 +19,10 @@ def minilm_dir() -> Path:
 
 
 class HFTextEncoder(Encoder):
+    """A missing (or empty) text is the empty text, CLS + SEP (the imputation baseline).
+    model.missing learnable: its output is a learned parameter, `missing_text`, starting as the
+    empty text's encoding: the pooled vector when the fusion reads pooled vectors (tokens are then
+    None: they would need parameters of their own), else the CLS + SEP tokens (pooled from them)."""
     modality = "text"
 
     def __init__(self, ctx: BuildContext, model, tokenizer, pooling: str):
@@ -34,6 +38,11 @@ class HFTextEncoder(Encoder):
         empty_ids, empty_attn = self.tokenize([""])  # the missing-text representation: CLS + SEP
         self.register_buffer("empty_ids", empty_ids[0], persistent=False)
         self.register_buffer("empty_attn", empty_attn[0], persistent=False)
+        self.reads = ctx.fusion_reads
+        self.missing_text = None
+        if ctx.missing == "learnable":
+            tokens, pooled = probe(self, lambda: self._encode(self.empty_ids[None], self.empty_attn[None]))
+            self.missing_text = torch.nn.Parameter((pooled if self.reads == "pooled" else tokens)[0].clone())
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_len, return_tensors="pt")
@@ -43,14 +52,30 @@ class HFTextEncoder(Encoder):
         present = batch["text_mask"].unsqueeze(1)
         ids = torch.where(present, batch["text_ids"], self.empty_ids)
         attn = torch.where(present, batch["text_attn"], self.empty_attn)
-        # rows are padded to max_text_len once, at tokenization; run the transformer only up to the
-        # batch's longest text (padding is masked anyway, so outputs are unchanged, and short texts
-        # such as emoji names cost a fraction of the FLOPs)
+        tokens, pooled = self._encode(ids, attn)
+        attn = attn[:, :tokens.shape[1]]
+        if self.missing_text is None:
+            return {"text": EncoderOutput(pooled=pooled, tokens=tokens, token_mask=attn.bool())}
+        if self.reads == "pooled":
+            return {"text": EncoderOutput(pooled=fill_missing(pooled, present[:, 0], self.missing_text))}
+        # the learned CLS + SEP tokens where the empty text's are (a missing row's attention
+        # mask is the empty text's); the positions after them are padding, masked
+        learned = torch.nn.functional.pad(self.missing_text, (0, 0, 0, tokens.shape[1] - self.missing_text.shape[0]))
+        tokens = fill_missing(tokens, present[:, 0], learned)
+        return {"text": EncoderOutput(pooled=self._pool(tokens, attn), tokens=tokens, token_mask=attn.bool())}
+
+    def _encode(self, ids: torch.Tensor, attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens [B, T, D], pooled [B, D]), T = the batch's longest text: rows are padded to
+        max_text_len once, at tokenization; the transformer runs only up to the longest (padding
+        is masked anyway, so outputs are unchanged, and short texts such as emoji names cost a
+        fraction of the FLOPs)."""
         longest = max(1, int(attn.sum(1).max()))
         ids, attn = ids[:, :longest], attn[:, :longest]
         tokens = self.model(input_ids=ids, attention_mask=attn).last_hidden_state
-        pooled = mean_pool(tokens, attn) if self.pooling == "mean" else tokens[:, 0]
-        return {"text": EncoderOutput(pooled=pooled, tokens=tokens, token_mask=attn.bool())}
+        return tokens, self._pool(tokens, attn)
+
+    def _pool(self, tokens: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        return mean_pool(tokens, attn) if self.pooling == "mean" else tokens[:, 0]
 
 
 @register_encoder

@@ -6,14 +6,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import BuildContext, Encoder, EncoderOutput, normalized_images, register_encoder
+from . import BuildContext, Encoder, EncoderOutput, fill_missing, normalized_images, probe, register_encoder
 
 
 class TimmImageEncoder(Encoder):
     """Shared trunk over every image column; missing images are zero images (the imputation
     baseline). Pooled: timm's pooling head (pre-logits), averaged over a row's image columns.
     Tokens (early fusion): the feature map's positions (or a ViT's tokens) of every column; the
-    pooling head is then not built (its parameters would get no gradient)."""
+    pooling head is then not built (its parameters would get no gradient).
+    model.missing learnable: a missing image's pooled vector (or its whole token map) is a learned
+    parameter per image column, `missing_image`, starting as the zero image's encoding; the trunk
+    still runs on the zero image (one batch shape whatever is missing), its output is replaced."""
     modality = "image"
 
     def __init__(self, ctx: BuildContext, trunk: nn.Module, mean, std, default_size: int):
@@ -27,20 +30,39 @@ class TimmImageEncoder(Encoder):
         self.out_dim = getattr(trunk, "head_hidden_size", trunk.num_features)  # a head may widen (MobileNetV3)
         if self.reads == "tokens":
             _drop_pooling_head(trunk, self.image_size)
+        if ctx.missing == "learnable":  # the zero image is the normalized all-zero tensor; DDP
+            # wants the parameter's strides plain (a transposed probe output may not have them)
+            zero = probe(trunk, lambda: self._encode(torch.zeros(1, 3, self.image_size, self.image_size)))
+            self.missing_image = nn.Parameter(zero.expand(ctx.n_image_columns, *zero.shape[1:]).clone(memory_format=torch.contiguous_format))
+        else:
+            self.missing_image = None
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized images [N, 3, S, S] -> pooled [N, out_dim] or tokens [N, T, token_dim]."""
+        features = self.trunk.forward_features(x)
+        if self.reads == "pooled":
+            return self.trunk.forward_head(features, pre_logits=True)
+        if features.ndim == 4:  # a feature map: one token per position
+            channels_last = getattr(self.trunk, "output_fmt", "NCHW") == "NHWC"  # timm's flag (Swin, MambaOut)
+            features = features.flatten(1, 2) if channels_last else features.flatten(2).transpose(1, 2)
+        return features
 
     def forward(self, batch: dict) -> dict[str, EncoderOutput]:
         images, present = batch["image"], batch["image_mask"]  # [B, n, 3, S, S] uint8, [B, n]
         b, n = present.shape
-        features = self.trunk.forward_features(normalized_images(images, present, self.mean, self.std))
+        encoded = self._encode(normalized_images(images, present, self.mean, self.std))
+        encoded = encoded.view(b, n, *encoded.shape[1:])
+        if self.missing_image is not None:
+            encoded = fill_missing(encoded, present, self.missing_image)
         if self.reads == "pooled":
-            return {"image": EncoderOutput(pooled=self.trunk.forward_head(features, pre_logits=True).view(b, n, -1).mean(1))}
-        if features.ndim == 4:  # a feature map: one token per position
-            channels_last = getattr(self.trunk, "output_fmt", "NCHW") == "NHWC"  # timm's flag (Swin, MambaOut)
-            features = features.flatten(1, 2) if channels_last else features.flatten(2).transpose(1, 2)
-        return {"image": EncoderOutput(tokens=features.reshape(b, n * features.shape[1], -1))}
+            return {"image": EncoderOutput(pooled=encoded.mean(1))}
+        return {"image": EncoderOutput(tokens=encoded.reshape(b, n * encoded.shape[2], -1))}
 
     def layer_depths(self) -> dict[str, int]:
-        return {f"trunk.{name}": d for name, d in timm_depths(self.trunk).items()}
+        depths = {f"trunk.{name}": d for name, d in timm_depths(self.trunk).items()}
+        if self.missing_image is not None:
+            depths["missing_image"] = 1  # stands in for the trunk's output
+        return depths
 
 
 def timm_depths(trunk: nn.Module) -> dict[str, int]:
