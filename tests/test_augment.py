@@ -16,7 +16,6 @@ from mmsearch.config import TrialConfig
 from mmsearch.data.dataset import RowDataset
 from mmsearch.data.prepare import prepare
 from mmsearch.data.synthetic import make_synthetic
-from mmsearch.data.view import joined_text
 from mmsearch.models.model import build_model
 from mmsearch.registry import TRICKS
 from mmsearch.train.context import LocalContext
@@ -213,8 +212,8 @@ def test_text_edits_are_light_and_of_each_kind():
 
 
 def test_rendered_fields_are_not_edited(table, tiny):
-    """With tabular_as_text the hook edits the free text only; the dataset puts the field lines
-    back in front of the edited text and tokenizes that."""
+    """With tabular_as_text the hook edits the free text only; the dataset joins the edited text
+    with the field lines again and tokenizes that."""
     model = build_model(TrialConfig.from_flat({**tiny, "tricks.tabular_as_text.enabled": True}), table)
     tokenized = []
 
@@ -227,8 +226,8 @@ def test_rendered_fields_are_not_edited(table, tiny):
     ds.set_epoch(1)
     tokenized.clear()
     items(ds)
-    expected = [joined_text(fields, "zebra") for fields, free in ds._text_parts if free]
-    assert tokenized == expected and all("\n" in t for t in expected)  # the fields, then the text
+    expected = [f"zebra\n{fields}" if fields else "zebra" for fields, free in ds._text_parts if free]
+    assert tokenized == expected and any("\n" in t for t in expected)  # the edited text, then the fields
 
 
 @pytest.mark.parametrize("key, value", [("text_rate", 1.5), ("swap_p", -0.1), ("num_noise", -1.0)])

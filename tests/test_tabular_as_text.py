@@ -31,8 +31,12 @@ def test_rendered_text_holds_each_value_with_its_column_name(small_prepared, tin
                 assert f"{col} = {shown}\n" in text + "\n"
         free = row["description"]
         if isinstance(free, str) and free:
-            assert text.endswith(free.strip())  # the fields first, then the free text
+            assert text.startswith(free.strip() + "\n")  # the free text first, then the fields
     assert trial_view(_cfg(tiny, columns="categorical"), small_prepared).rendered == ("kind",)
+    before = trial_view(_cfg(tiny, columns="categorical", position="before"), small_prepared).texts(rows)
+    for text, kind, free in zip(before, rows["kind"], rows["description"]):
+        if isinstance(kind, str) and isinstance(free, str) and free:
+            assert text == f"kind: {kind}\n{free.strip()}"  # position before: the fields first
     assert trial_view(TrialConfig.from_flat(tiny), small_prepared).rendered == ()  # off: the table as prepared
 
 

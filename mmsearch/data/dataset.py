@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from .images import load_image
 from .prepare import PreparedData
 from .row import Row, TrainColumns
-from .view import TableView, joined_text
+from .view import TableView
 
 Tokenize = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 RowHook = Callable[[Row, np.random.Generator], Row]  # Trick.augment_row
@@ -60,8 +60,9 @@ class RowDataset(Dataset):
         n_bytes = len(rows) * len(image_cols) * 3 * image_size**2
         self._cache: dict[str, np.ndarray] | None = {} if n_bytes <= IMAGE_CACHE_BYTES else None
         self._text_parts = view.text_parts(rows) if tokenize is not None else None
+        self._join_text = view.join_text
         if self._text_parts is not None:
-            texts = [joined_text(fields, free) for fields, free in self._text_parts]
+            texts = [view.join_text(fields, free) for fields, free in self._text_parts]
             self.text_ids, self.text_attn = tokenize(texts)
             self.text_mask = torch.tensor([bool(t) for t in texts])
         else:
@@ -120,7 +121,7 @@ class RowDataset(Dataset):
         if "image" in item:
             out["image"] = torch.from_numpy(row.images)
         if row.text != free:  # unchanged texts keep the tokens made once at setup
-            text = joined_text(fields, row.text)
+            text = self._join_text(fields, row.text)
             ids, attn = self._tokenize([text])
             out.update(text_ids=ids[0], text_attn=attn[0], text_mask=torch.tensor(bool(text)))
         return out

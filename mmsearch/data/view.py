@@ -24,6 +24,7 @@ class TableView:
     tabular: TabularPreprocessor     # fitted state of the columns the tabular tower reads
     rendered: tuple[str, ...] = ()   # numeric / categorical columns rendered into the text
     template: str = "{column}: {value}"
+    fields_first: bool = False       # the rendered lines before the free text (default: after it)
 
     @classmethod
     def of(cls, data) -> "TableView":
@@ -42,18 +43,27 @@ class TableView:
     def modalities(self) -> frozenset[str]:
         return frozenset(m for m in ("image", "text", "tabular") if self.has(m))
 
-    def with_rendered(self, columns: list[str], template: str, *, drop_from_tabular: bool) -> "TableView":
+    def with_rendered(self, columns: list[str], template: str, *, drop_from_tabular: bool,
+                      fields_first: bool = False) -> "TableView":
         """Also render `columns` into each row's text; with drop_from_tabular the tabular tower no
         longer reads them."""
         tabular = self.tabular.without(columns) if drop_from_tabular else self.tabular
-        return replace(self, tabular=tabular, rendered=(*self.rendered, *columns), template=template)
+        return replace(self, tabular=tabular, rendered=(*self.rendered, *columns), template=template,
+                       fields_first=fields_first)
 
     def texts(self, rows: pd.DataFrame) -> list[str] | None:
-        """One string per row for the text encoder (None: the view has no text). The rendered
-        columns come first, one `template` line each (a missing value: no line), then the free
-        text, so a truncating tokenizer cuts the long free text, not the short fields."""
+        """One string per row for the text encoder (None: the view has no text): the free text and
+        the rendered columns, one `template` line each (a missing value: no line), joined by
+        join_text."""
         parts = self.text_parts(rows)
-        return None if parts is None else [joined_text(fields, free) for fields, free in parts]
+        return None if parts is None else [self.join_text(fields, free) for fields, free in parts]
+
+    def join_text(self, fields: str, free: str) -> str:
+        """The text the encoder reads. Free text first (the default), so a tokenizer that truncates
+        at model.max_text_len cuts rendered fields (which the tabular tower may also read), never
+        the row's own words; fields_first puts the short fields where truncation never reaches,
+        at the cost of the free text's end (on cloth at 64 tokens that cost 0.92 -> 0.77 ROC AUC)."""
+        return "\n".join(part for part in ((fields, free) if self.fields_first else (free, fields)) if part)
 
     def text_parts(self, rows: pd.DataFrame) -> list[tuple[str, str]] | None:
         """(rendered field lines, free text) per row, each '' when absent: what `texts` joins.
@@ -67,11 +77,6 @@ class TableView:
         lines = ["\n".join(self.template.format(column=c, value=fields[c][i]) for c in self.rendered if fields[c][i] is not None)
                  for i in range(len(rows))]
         return list(zip(lines, free))
-
-
-def joined_text(fields: str, free: str) -> str:
-    """The text the encoder reads: the rendered field lines, then the free text."""
-    return "\n".join(part for part in (fields, free) if part)
 
 
 def row_texts(rows, columns: list[str]) -> list[str]:

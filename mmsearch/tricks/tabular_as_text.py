@@ -10,7 +10,8 @@ from . import Trick, register_trick
 @register_trick
 class TabularAsText(Trick):
     """Render tabular columns into the text the text encoder reads, one line per column,
-    `template` with {column} and {value} (default "Age: 33"), before the row's free text. A
+    `template` with {column} and {value} (default "Age: 33"), after the row's free text
+    (`position: before` puts them first: see TableView.join_text for what truncation does). A
     pretrained text encoder then reads the fields with their names, which helps text + tabular
     tables (Tang et al.: the "convert tabular to text" trick). `columns` picks which: categorical,
     numeric or all. With drop_from_tabular the tabular tower no longer reads them (a table whose
@@ -25,6 +26,7 @@ class TabularAsText(Trick):
         columns: Literal["categorical", "numeric", "all"] = "all"
         template: str = "{column}: {value}"
         drop_from_tabular: bool = False
+        position: Literal["after", "before"] = "after"  # the fields after / before the free text
 
         def __post_init__(self):
             try:
@@ -35,7 +37,8 @@ class TabularAsText(Trick):
             if "\1" not in probe:
                 raise ConfigError(f"tricks.tabular_as_text.template={self.template!r} never writes {{value}}; e.g. '{{column}}: {{value}}'")
 
-    space = {"columns": {"choice": ["categorical", "numeric", "all"]}, "drop_from_tabular": {"choice": [False, True]}}
+    space = {"columns": {"choice": ["categorical", "numeric", "all"]}, "drop_from_tabular": {"choice": [False, True]},
+             "position": {"choice": ["after", "before"]}}
 
     def configure_view(self, view):
         roles = ("categorical", "numeric") if self.config.columns == "all" else (self.config.columns,)
@@ -44,4 +47,5 @@ class TabularAsText(Trick):
                    and (c in view.tabular.numeric or c in view.tabular.categorical)]
         if not columns:
             return view
-        return view.with_rendered(columns, self.config.template, drop_from_tabular=self.config.drop_from_tabular)
+        return view.with_rendered(columns, self.config.template, drop_from_tabular=self.config.drop_from_tabular,
+                                  fields_first=self.config.position == "before")
