@@ -62,7 +62,7 @@ def build_model(cfg: TrialConfig, data, *, pretrained: bool = True) -> Multimoda
         max_text_len=m.max_text_len,
         pretrained=pretrained,
         fusion_reads=FUSIONS.get(m.fusion).reads,
-        modalities=frozenset(k for k, v in has.items() if v),
+        modalities=view.modalities,
         missing=m.missing,
     )
     wanted = {}
