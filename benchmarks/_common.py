@@ -23,8 +23,16 @@ def environment(**more_versions: str) -> dict:
 
 def sample_rows(dataset, rows: int, work: Path):
     """The built-in TableDataset `dataset` cut to `rows` rows (seeded: the same rows every time),
-    written as a CSV under `work`. Only for tables without image paths (those are relative to the
-    table's own folder): cloth, not emoji."""
+    written as a CSV under `work`. Image paths relative to the table's folder are made absolute, so
+    the sample can live elsewhere."""
+    import pandas as pd
+
+    table_dir = Path(dataset.path).parent
+    df = dataset.load().sample(n=rows, random_state=0)
+    for col in df.columns:
+        first = df[col].dropna()
+        if not pd.api.types.is_numeric_dtype(first) and len(first) and (table_dir / str(first.iloc[0])).is_file():
+            df[col] = [str(table_dir / v) if isinstance(v, str) and not pd.isna(v) else v for v in df[col]]
     path = Path(work) / f"{dataset.name}_{rows}.csv"
-    dataset.load().sample(n=rows, random_state=0).to_csv(path, index=False)
+    df.to_csv(path, index=False)
     return dataclasses.replace(dataset, path=path)

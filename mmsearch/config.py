@@ -10,6 +10,7 @@ errors that list the valid keys.
 from __future__ import annotations
 
 import json
+import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -33,6 +34,32 @@ class ModelConfig:
     # a missing input: the imputation baseline (zero image, empty text, mean number, the missing
     # category) or learned representations (see models.encoders)
     missing: Literal["impute", "learnable"] = "impute"
+    # the modalities the model reads: "all", one name, or several ("image+text" or a list, e.g.
+    # [text] in YAML); encoders of the others are not built. Stored as "all" or "+"-joined names.
+    modalities: str | list = "all"
+
+    def __post_init__(self):
+        object.__setattr__(self, "modalities", canonical_modalities(self.modalities))
+
+    @property
+    def modality_subset(self) -> frozenset[str] | None:
+        """The modalities named by `modalities` (None: all of the table's)."""
+        return None if self.modalities == "all" else frozenset(self.modalities.split("+"))
+
+
+MODALITIES = ("image", "text", "tabular")
+
+
+def canonical_modalities(value: str | list) -> str:
+    """"all" | "text" | ["text", "image"] | "image+text" -> "all" or sorted "+"-joined names."""
+    names = value.split("+") if isinstance(value, str) else list(value)
+    names = [str(n).strip() for n in names]
+    if names == ["all"]:
+        return "all"
+    bad = [n for n in names if n not in MODALITIES]
+    if bad or not names:
+        raise ConfigError(f"model.modalities={value!r}: use 'all' or a list of {', '.join(MODALITIES)} (e.g. [text] or image+text)")
+    return "+".join(sorted(set(names)))
 
 
 @dataclass(frozen=True)
@@ -218,6 +245,10 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         choices = typing.get_args(hint)
         if value not in choices:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if isinstance(hint, types.UnionType):  # e.g. str | list: any arm
+        if not isinstance(value, typing.get_args(hint)):
+            raise ConfigError(f"{key}={value!r} should be {' or '.join(a.__name__ for a in typing.get_args(hint))}, got {type(value).__name__}")
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

@@ -21,11 +21,16 @@ def ray_two_cpus():
     ray.shutdown()
 
 
+# lf_mlp also carries Gradient Blending (offline): its heads live outside the DDP-wrapped model, so
+# their gradients are averaged by the trick, and rank 0's weights are broadcast
 @pytest.mark.slow
-@pytest.mark.parametrize("fusion", ["lf_mlp", "early"])
-def test_two_worker_ddp_trains_the_packaged_backbones(ray_two_cpus, small_prepared, tmp_path, fusion):
+@pytest.mark.parametrize("fusion, tricks", [("lf_mlp", {"tricks.gblend.enabled": True, "tricks.gblend.mode": "offline"}),
+                                            ("early", {})])
+def test_two_worker_ddp_trains_the_packaged_backbones(ray_two_cpus, small_prepared, tmp_path, fusion, tricks):
     from mmsearch.train.run import run_ray
 
-    metrics = run_ray({**PACKAGED, "model.fusion": fusion}, small_prepared.dir, tmp_path, workers=2)
+    metrics = run_ray({**PACKAGED, "model.fusion": fusion, **tricks}, small_prepared.dir, tmp_path, workers=2)
     assert metrics["final"] and metrics["world_size"] == 2 and np.isfinite(metrics["val_loss"])
+    if tricks:
+        assert sum(metrics[f"gblend_w_{k}"] for k in ("fused", "image", "text", "tabular")) == pytest.approx(1.0)
     assert np.load(tmp_path / "final" / "preds_val.npy").shape == (len(small_prepared.split["val"]), 3)

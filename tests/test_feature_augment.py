@@ -62,7 +62,7 @@ def test_mixup_never_mixes_at_eval(tiny_model):
 
 def test_mixup_loss_is_the_soft_target_cross_entropy(tiny_model):
     model, batch = copy.deepcopy(tiny_model)
-    t, state = trick("manifold_mixup"), make_state(loss_weights={"fused": 0.5})
+    t, state = trick("manifold_mixup"), make_state(fused_loss_weight=0.5)
     model = t.configure_model(model, state).train()
     t.on_batch(batch, state)
     out = model(batch)

@@ -30,7 +30,7 @@ class Recorder(Trick):
 
     @dataclass(frozen=True)
     class Config:
-        effect: str = "none"  # none | replace_model | freeze_head | lr_quarter | zero_loss | zero_head_after_fit
+        effect: str = "none"  # none | replace_model | freeze_head | lr_quarter | zero_loss | zero_fused_weight | half_rows | zero_head_after_fit
 
     def __init__(self, config):
         super().__init__(config)
@@ -43,6 +43,10 @@ class Recorder(Trick):
             model = copy.deepcopy(model)
             model.register_buffer("recorder_marker", torch.ones(1))
         return model
+
+    def training_rows(self, rows, state):
+        CALLS.append(("training_rows", len(rows)))
+        return rows[::2] if self.config.effect == "half_rows" else rows
 
     def param_groups(self, params, state):
         CALLS.append(("param_groups", len(params)))
@@ -58,6 +62,9 @@ class Recorder(Trick):
 
     def on_batch(self, batch, state):
         CALLS.append(("on_batch", state.epoch))
+        CALLS.append(("batch_rows", batch["index"].tolist()))
+        if self.config.effect == "zero_fused_weight":
+            state.fused_loss_weight = 0.0
         return {**batch, "recorder_seen": torch.ones(1)}
 
     def on_loss(self, loss, out, batch, state):
@@ -112,9 +119,9 @@ def _trained_params(out):
 
 def test_every_hook_is_called_at_its_cadence(recorder, small_prepared, tiny, tmp_path):
     _run(small_prepared, tiny, tmp_path)
-    sequence = [h for h, _ in CALLS if h != "initial_weights"]
+    sequence = [h for h, _ in CALLS if h not in ("initial_weights", "batch_rows")]
     step = ["on_batch", "on_loss", "before_step"]
-    assert sequence == ["configure_model", "param_groups", "lr_schedule",
+    assert sequence == ["configure_model", "training_rows", "param_groups", "lr_schedule",
                         *step * STEPS, "on_epoch_end", *step * STEPS, "on_epoch_end", "after_fit"]
     assert _calls("on_batch") == [1] * STEPS + [2] * STEPS  # training steps only: never at evaluation
     assert _calls("lr_schedule") == [EPOCHS * STEPS]
@@ -153,6 +160,21 @@ def test_on_loss_is_the_loss_that_is_backpropagated(recorder, small_prepared, ti
     trained = _trained_params(tmp_path)
     assert all(torch.equal(trained[k], v) for k, v in initial.items())  # zero loss, no decay: nothing moved
     assert not any(_calls("before_step"))  # and the gradients were all zero
+
+
+def test_the_fused_loss_weight_scales_the_task_loss(recorder, small_prepared, tiny, tmp_path):
+    _run(small_prepared, tiny, tmp_path, "zero_fused_weight")
+    (initial,) = _calls("initial_weights")
+    trained = _trained_params(tmp_path)
+    assert all(torch.equal(trained[k], v) for k, v in initial.items())  # weight 0, no decay: nothing moved
+
+
+def test_training_rows_are_the_rows_trained_on(recorder, small_prepared, tiny, tmp_path):
+    _run(small_prepared, tiny, tmp_path, "half_rows", **{"train.max_steps_per_epoch": 0})
+    train_part = small_prepared.split["train"]
+    seen = {i for rows in _calls("batch_rows") for i in rows}
+    assert _calls("training_rows") == [len(train_part)]
+    assert seen <= set(train_part[::2]) and len(seen) >= len(train_part[::2]) - tiny["optim.batch_size"]  # drop_last
 
 
 def test_after_fit_returns_the_model_whose_predictions_are_saved(recorder, small_prepared, tiny, tmp_path):

@@ -31,11 +31,15 @@ class RowDataset(Dataset):
     in the DataLoader's workers when it has some. Evaluation and predict sets have no hooks."""
 
     def __init__(self, data: PreparedData, part: str, *, view: TableView | None = None, image_size: int = 0,
-                 tokenize: Tokenize | None = None, augment: Sequence[RowHook] = (), seed: int = 0):
+                 tokenize: Tokenize | None = None, augment: Sequence[RowHook] = (), seed: int = 0,
+                 rows: np.ndarray | None = None):
         """`view`: what the model sees of the table (the model's own, `model.view`); default the
-        whole table as prepared. `augment`: per-row hooks for a training set, `seed` the trial's."""
-        self._setup(data.rows(part), view or TableView.of(data), labels=data.labels(part), index=data.split[part],
-                    image_size=image_size, tokenize=tokenize)
+        whole table as prepared. `augment`: per-row hooks for a training set, `seed` the trial's.
+        `rows`: positions within the part to keep (default all), e.g. a training set without the
+        rows a trick holds out."""
+        keep = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+        self._setup(data.rows(part).iloc[keep], view or TableView.of(data), labels=data.labels(part)[keep],
+                    index=data.split[part][keep], image_size=image_size, tokenize=tokenize)
         if augment:
             self._augment_with(list(augment), seed, tokenize)
 

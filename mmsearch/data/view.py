@@ -3,7 +3,8 @@ the text encoder reads.
 
 The prepared data fixes the table (schema, split, fitted preprocessing). A trial's view starts as
 the whole table; a trick may change it (``Trick.configure_view``, e.g. tabular-as-text renders
-columns into the text) before the model is built. The view is a function of the trial's config
+columns into the text) and ``model.modalities`` may cut it to some modalities (``only``) before
+the model is built. The view is a function of the trial's config
 alone, so an exported bundle rebuilds the same view from a member's config and a row is seen
 identically at train and predict time.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from ..errors import ConfigError
 from .schema import Schema
 from .tabular import TabularPreprocessor
 
@@ -25,6 +27,7 @@ class TableView:
     rendered: tuple[str, ...] = ()   # numeric / categorical columns rendered into the text
     template: str = "{column}: {value}"
     fields_first: bool = False       # the rendered lines before the free text (default: after it)
+    excluded: frozenset[str] = frozenset()  # modalities the model does not read (model.modalities)
 
     @classmethod
     def of(cls, data) -> "TableView":
@@ -33,6 +36,8 @@ class TableView:
 
     def has(self, modality: str) -> bool:
         """Whether the view gives the model any input of this modality."""
+        if modality in self.excluded:
+            return False
         if modality == "image":
             return bool(self.schema.by_role("image"))
         if modality == "text":
@@ -42,6 +47,19 @@ class TableView:
     @property
     def modalities(self) -> frozenset[str]:
         return frozenset(m for m in ("image", "text", "tabular") if self.has(m))
+
+    def only(self, modalities: frozenset[str] | None) -> "TableView":
+        """The view restricted to `modalities` (None: unchanged); the tabular tower reads no column
+        when tabular is not among them. Raises ConfigError when none of them is left."""
+        if modalities is None:
+            return self
+        present = self.modalities
+        if not modalities & present:
+            raise ConfigError(f"model.modalities={'+'.join(sorted(modalities))}: this table has no such input "
+                              f"(its modalities: {', '.join(sorted(present))})")
+        excluded = frozenset(present - modalities)
+        tabular = self.tabular.without([*self.tabular.numeric, *self.tabular.categorical]) if "tabular" in excluded else self.tabular
+        return replace(self, tabular=tabular, excluded=self.excluded | excluded)
 
     def with_rendered(self, columns: list[str], template: str, *, drop_from_tabular: bool,
                       fields_first: bool = False) -> "TableView":

@@ -39,11 +39,12 @@ class MultimodalModel(nn.Module):
 
 def trial_view(cfg: TrialConfig, data) -> TableView:
     """The table as the trial's model sees it: the whole prepared table, changed by the enabled
-    tricks' configure_view. `data` needs only .schema and .tabular."""
+    tricks' configure_view, then cut to model.modalities (after the tricks, so that e.g. a [text]
+    trial with tabular_as_text reads the rendered fields). `data` needs only .schema and .tabular."""
     view = TableView.of(data)
     for trick in build_tricks(cfg.enabled_tricks()):
         view = trick.configure_view(view)
-    return view
+    return view.only(cfg.model.modality_subset)
 
 
 def build_model(cfg: TrialConfig, data, *, pretrained: bool = True) -> MultimodalModel:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from ..data.view import TableView
 from ..errors import ConfigError
 from ..layout.experiment_dir import ExperimentDir
 from .algorithms import METRIC, MODE, SCHEDULERS, SEARCHERS
@@ -92,14 +93,61 @@ def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settin
     layout = ExperimentDir(exp)
     if layout.settings_file.exists():
         raise ConfigError(f"{exp} already holds an experiment: `mmsearch resume {exp}` continues it, or choose another --name")
-    prepare(data, label, layout.data, **prepare_kw)
+    prepared = prepare(data, label, layout.data, **prepare_kw)
+    raw = effective if overrides else yaml.safe_load(Path(space_file).read_text()) or {}
+    try:
+        fitted, note = fit_modalities(raw, TableView.of(prepared).modalities)
+    except ConfigError:
+        shutil.rmtree(layout.data, ignore_errors=True)  # nothing written when a check fails
+        raise
+    header = []
     if overrides:
-        sets = " ".join(f"--set {k}={v}" for k, v in overrides.items())
-        layout.space_file.write_text(f"# {space_file} {sets}\n" + yaml.safe_dump(effective, sort_keys=False))
+        header.append(f"# {space_file} " + " ".join(f"--set {k}={v}" for k, v in overrides.items()))
+    if note:
+        header.append(f"# {note}")
+    if header:
+        layout.space_file.write_text("\n".join(header) + "\n" + yaml.safe_dump(fitted, sort_keys=False))
     else:
         shutil.copyfile(space_file, layout.space_file)  # the user's file, comments and all
     settings.save(exp)
     return exp
+
+
+def fit_modalities(space: dict, present: frozenset[str]) -> tuple[dict, str | None]:
+    """The space with its model.modalities choices cut to what the table has: a choice naming no
+    modality of the table is dropped (every trial of it would fail), and choices that read the
+    same modalities here (all and text+tabular on a table without images) are kept once. Returns
+    (space, a note saying what changed, or None). A fixed value or a dimension left with no choice
+    is a ConfigError."""
+    from ..config import canonical_modalities
+
+    def reads(value) -> frozenset[str]:
+        name = canonical_modalities(value)
+        return present if name == "all" else frozenset(name.split("+")) & present
+
+    if "model.modalities" in (space.get("fixed") or {}):
+        value = space["fixed"]["model.modalities"]
+        if not reads(value):
+            raise ConfigError(f"model.modalities={value!r} names none of this table's modalities ({', '.join(sorted(present))})")
+        return space, None
+    dim = (space.get("search") or {}).get("model.modalities")
+    if not isinstance(dim, dict) or not ({"choice", "grid"} & set(dim)):
+        return space, None
+    kind = "choice" if "choice" in dim else "grid"
+    kept, seen = [], set()
+    for value in dim[kind]:
+        r = reads(value)
+        if r and r not in seen:
+            kept.append(value)
+            seen.add(r)
+    if not kept:
+        raise ConfigError(f"model.modalities: none of {dim[kind]} names a modality of this table ({', '.join(sorted(present))})")
+    if kept == list(dim[kind]):
+        return space, None
+    dropped = [v for v in dim[kind] if v not in kept]
+    fitted = {**space, "search": {**space["search"], "model.modalities": {**dim, kind: kept}}}
+    return fitted, (f"model.modalities: {', '.join(map(str, dropped))} left out: this table's modalities are "
+                    f"{', '.join(sorted(present))} (no input, or the same inputs as a choice kept)")
 
 
 def trial_driver(config: dict, *, exp_dir: str, settings: dict, resources: dict) -> None:

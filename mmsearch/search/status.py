@@ -41,6 +41,18 @@ def tricks_on(config: dict) -> str:
     return ",".join(on) or "-"
 
 
+def blend_weights_note(metrics: dict) -> str:
+    """' gblend w: fused .31 text .52 ...' from a trial's latest metrics ('' when it has none)."""
+    weights = {k[len("gblend_w_"):]: v for k, v in metrics.items() if k.startswith("gblend_w_")}
+    return (" gblend w: " + " ".join(f"{k} {v:.2f}" for k, v in weights.items())) if weights else ""
+
+
+def model_label(config: dict) -> str:
+    """The fusion, and the modalities read when not all of them (e.g. 'lf_mlp[text]')."""
+    modalities = config.get("model.modalities", "all")
+    return config.get("model.fusion", "?") + ("" if modalities == "all" else f"[{modalities}]")
+
+
 def leaderboard(exp_dir: Path) -> str:
     states = _tune_states(exp_dir)
     found = read_pool(exp_dir)
@@ -56,9 +68,10 @@ def leaderboard(exp_dir: Path) -> str:
             state = "STOPPED"  # ended by the scheduler (ASHA) before its last epoch
         score = entry.val_metric if entry else None
         rows.append((entry.val_score if entry else float("-inf"), tid, state, entry.epoch if entry else (st.get("epoch") or 0),
-                     score, st.get("time_s"), config.get("model.fusion", "?"), tricks_on(config), st.get("error")))
+                     score, st.get("time_s"), model_label(config), tricks_on(config) + blend_weights_note(entry.last if entry else {}),
+                     st.get("error")))
     rows.sort(key=lambda r: (-r[0], r[1]))
-    head = f"{'trial':<22} {'state':<11} {'epochs':>6} {'val ' + (metric or 'score'):>14} {'time_s':>8}  {'fusion':<7} tricks"
+    head = f"{'trial':<22} {'state':<11} {'epochs':>6} {'val ' + (metric or 'score'):>14} {'time_s':>8}  {'model':<7} tricks"
     lines = [f"experiment {exp_dir}: {len(rows)} trials, {len(pool)} with predictions", head]
     for _, tid, state, epochs, score, time_s, fusion, tricks, error in rows:
         s = f"{score:.4f}" if score is not None else "-"

@@ -45,14 +45,39 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     model = build_model(cfg, data)
     tricks = build_tricks(cfg.enabled_tricks())
 
-    def dataset(part: str, **augment) -> RowDataset:
-        return RowDataset(data, part, view=model.view, image_size=model.image_size, tokenize=model.tokenize, **augment)
+    def dataset(part: str, **kw) -> RowDataset:
+        return RowDataset(data, part, view=model.view, image_size=model.image_size, tokenize=model.tokenize, **kw)
 
-    # the tricks' per-row hooks run on training rows only, seeded from (seed, epoch, row)
-    sets = {"train": dataset("train", augment=row_hooks(tricks), seed=cfg.train.seed), **{part: dataset(part) for part in EVAL_PARTS}}
-    truth = {part: _decoded(data, sets[part].labels.numpy()) for part in EVAL_PARTS}
+    def evaluate(m, part="val"):
+        """(predictions, loss, metric value, score = the value signed so that higher is better)."""
+        preds, _, loss = predict(m, eval_loaders[part], ctx.device, cfg.train.precision, problem)
+        preds = _decoded(data, preds)
+        value = metric_fns.score(metric, truth[part], preds)
+        return preds, loss, value, value if metric_fns.higher_is_better(metric) else -value
+
     batch = cfg.optim.worker_batch(ctx.world_size)
     loader_args = dict(num_workers=cfg.train.loader_workers, persistent_workers=cfg.train.loader_workers > 0)
+
+    def rows_loader(rows, shuffle: torch.Generator | None = None) -> DataLoader:
+        """TrainState.loader: training rows in evaluation batches, no augmentation."""
+        ds = dataset("train", rows=rows)
+        return DataLoader(ds, batch_size=cfg.optim.eval_batch(ctx.world_size),
+                          sampler=None if shuffle is None else RandomSampler(ds, generator=shuffle), **loader_args)
+    state = TrainState(problem_type=problem, device=ctx.device, generator=torch.Generator(),
+                       evaluate=lambda m: evaluate(m)[3], modalities=tuple(model.fusion.modalities),
+                       rank=ctx.rank, world_size=ctx.world_size, seed=cfg.train.seed,
+                       lr=cfg.optim.lr, loader=rows_loader, autocast=lambda: autocast(ctx.device, cfg.train.precision))
+    for t in tricks:
+        model = t.configure_model(model, state)
+    model.to(ctx.device)
+    train_rows = np.arange(len(data.split["train"]))
+    for t in tricks:
+        train_rows = t.training_rows(train_rows, state)
+
+    # the tricks' per-row hooks run on training rows only, seeded from (seed, epoch, row)
+    sets = {"train": dataset("train", rows=train_rows, augment=row_hooks(tricks), seed=cfg.train.seed),
+            **{part: dataset(part) for part in EVAL_PARTS}}
+    truth = {part: _decoded(data, sets[part].labels.numpy()) for part in EVAL_PARTS}
     shuffle = torch.Generator()  # the rows' order, reseeded every epoch
     # the loader draws its workers' base seed from its own generator when it starts workers: once
     # per epoch, or once per run with persistent workers. Kept apart from the order, so that a
@@ -62,30 +87,18 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
                               drop_last=len(sets["train"]) > batch, generator=worker_seeds, **loader_args)
     eval_loaders = {part: DataLoader(sets[part], batch_size=cfg.optim.eval_batch(ctx.world_size), **loader_args) for part in EVAL_PARTS}
 
-    def evaluate(m, part="val"):
-        """(predictions, loss, metric value, score = the value signed so that higher is better)."""
-        preds, _, loss = predict(m, eval_loaders[part], ctx.device, cfg.train.precision, problem)
-        preds = _decoded(data, preds)
-        value = metric_fns.score(metric, truth[part], preds)
-        return preds, loss, value, value if metric_fns.higher_is_better(metric) else -value
-
-    state = TrainState(problem_type=problem, device=ctx.device, generator=torch.Generator(),
-                       evaluate=lambda m: evaluate(m)[3], modalities=tuple(model.fusion.modalities),
-                       rank=ctx.rank, world_size=ctx.world_size)
-    for t in tricks:
-        model = t.configure_model(model, state)
-    model.to(ctx.device)
+    train_loader = ctx.prepare_loader(train_loader)  # under DDP: this worker's shard
+    steps_per_epoch = len(train_loader)
+    if cfg.train.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
+    state.steps_per_epoch = steps_per_epoch
+    state.total_steps = max(1, steps_per_epoch * cfg.train.epochs)
 
     # -- optimizer and schedule (tricks adjust both) ------------------------------------------
     specs = param_specs(model, cfg.optim.weight_decay)
     for t in tricks:
         specs = t.param_groups(specs, state)
     optimizer = make_optimizer(specs, cfg.optim.lr)
-    train_loader = ctx.prepare_loader(train_loader)  # under DDP: this worker's shard
-    steps_per_epoch = len(train_loader)
-    if cfg.train.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
-    state.total_steps = max(1, steps_per_epoch * cfg.train.epochs)
     schedule = base_schedule(cfg.optim.schedule, state.total_steps)
     for t in tricks:
         schedule = t.lr_schedule(schedule, state.total_steps)
@@ -167,9 +180,7 @@ def _train_epoch(model, loader, optimizer, scheduler, tricks, state, cfg, max_st
             batch = t.on_batch(batch, state)
         with autocast(state.device, cfg.train.precision):
             out = model(batch)
-            losses = {"fused": task_loss(out.logits, batch["label"], state.problem_type)}
-            losses.update({m: task_loss(l, batch["label"], state.problem_type) for m, l in out.modality_logits.items()})
-            loss = sum(state.loss_weights.get(k, 1.0) * v for k, v in losses.items())
+            loss = state.fused_loss_weight * task_loss(out.logits, batch["label"], state.problem_type)
             for t in tricks:
                 loss = t.on_loss(loss, out, batch, state)
         if not torch.isfinite(loss):

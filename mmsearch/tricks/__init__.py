@@ -17,8 +17,10 @@ register_trick = TRICKS.register
 
 
 def build_tricks(enabled: dict[str, Any]) -> list[Trick]:
-    """The enabled tricks (name -> Config instance), in the order their hooks run."""
-    tricks = [TRICKS.get(name)(conf) for name, conf in enabled.items()]
+    """The enabled tricks (name -> Config instance), in the order their hooks run; a trick that
+    another enabled one supersedes is left out."""
+    replaced = {old for name in enabled for old in TRICKS.get(name).supersedes}
+    tricks = [TRICKS.get(name)(conf) for name, conf in enabled.items() if name not in replaced]
     return sorted(tricks, key=lambda t: (t.stage, t.name))
 
 

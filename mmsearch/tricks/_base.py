@@ -7,7 +7,8 @@ calls the hooks of all enabled tricks in the order of ``Trick.stage``, then name
 of a trial's life:
 
     configure_view                                          once, before the model is built
-    configure_model -> param_groups -> lr_schedule          once, before the first epoch
+    configure_model -> training_rows -> param_groups -> lr_schedule
+                                                            once, before the first epoch
     per epoch:  per training row, in the data loader:  augment_row
                 per training step: on_batch -> (forward) -> on_loss -> (backward) -> before_step
                 after validation:  on_epoch_end
@@ -68,7 +69,18 @@ class TrainState:
     step: int = 0                         # optimizer steps done
     total_steps: int = 0
     val_score: float | None = None        # the latest validation score (set before on_epoch_end)
-    loss_weights: dict[str, float] = field(default_factory=dict)  # "fused" / modality -> weight (default 1)
+    seed: int = 0                         # train.seed
+    lr: float = 0.0                       # optim.lr, the optimizer's base learning rate
+    steps_per_epoch: int = 0              # optimizer steps per epoch (set before param_groups)
+    # the weight of the fused prediction's task loss (the loop's loss is fused_loss_weight * task
+    # loss). Gradient Blending sets it; a trick that adds a loss on the fused prediction (mixup,
+    # lemda) scales that loss by it too
+    fused_loss_weight: float = 1.0
+    # loader(rows, shuffle=None): a DataLoader over rows of the training part (positions, as
+    # training_rows gets them) in evaluation batches, without augmentation, in order or shuffled
+    # by the generator `shuffle`: for tricks that measure or train on training rows (gblend)
+    loader: Callable[..., Any] | None = None
+    autocast: Callable[[], Any] | None = None  # the trial's autocast context (precision), for such measurements
     info: dict[str, Any] = field(default_factory=dict)            # facts for the final report (JSON values)
     _logs: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
@@ -89,6 +101,9 @@ class Trick:
     Config: ClassVar[type]
     space: ClassVar[dict[str, Any]] = {}  # default search dimensions of the trick's parameters
     stage: ClassVar[Stage] = Stage.DEFAULT
+    # tricks this one replaces when both are enabled (e.g. gblend brings its own modality heads):
+    # those are not built at all
+    supersedes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any):
         self.config = config
@@ -111,6 +126,14 @@ class Trick:
         ``state.device`` with an optimizer of their own (lemda's augmenter), which the trick then
         steps in before_step and saves in its ``state_dict``."""
         return model
+
+    def training_rows(self, rows: "np.ndarray", state: TrainState) -> "np.ndarray":
+        """Once, after configure_model and before the training set is built: the positions (within
+        the training part) of the rows to train on. Return a subset to hold some training rows out
+        of the optimizer's reach (gblend's slice V); never the validation rows, which select
+        models. A function of the config and ``state.seed`` alone: a resumed trial and every DDP
+        rank must get the same rows."""
+        return rows
 
     def param_groups(self, params: list[ParamSpec], state: TrainState) -> list[ParamSpec]:
         """Once, before the optimizer is built. May change each spec's ``lr_scale`` and

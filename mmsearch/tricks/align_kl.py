@@ -19,8 +19,8 @@ class KLAlignment(Trick):
     fusion's mean projected tokens), softmax-ed over the feature width, not the per-modality
     predictions. That is the definition in tricks.md ("Cross-modal alignment"), which follows the
     paper's AutoGluon implementation. Predictions would also be the wrong thing here: they need a
-    head per modality, which is built only on request (``per_modality_heads``) and never by early
-    fusion, while every fusion gives features; and a regression head's single output has a
+    head per modality, which only the modality_heads / gblend tricks build, while every fusion
+    gives features; and a regression head's single output has a
     softmax of 1, so its KL would always be 0."""
     name = "align_kl"
 

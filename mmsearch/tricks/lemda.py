@@ -108,7 +108,7 @@ class LeMDA(Trick):
             p.grad = g
         state.log("lemda_augmented_loss", augmented_loss.item())
         state.log("lemda_augmenter_loss", own.item())
-        return loss + state.loss_weights.get("fused", 1.0) * augmented_loss
+        return loss + state.fused_loss_weight * augmented_loss
 
     def before_step(self, model, state) -> None:
         if state.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -83,4 +83,4 @@ class ManifoldMixup(Trick):
         unmixed = task_loss(out.logits, y, state.problem_type)
         partner = task_loss(out.logits, y[perm], state.problem_type)
         state.log("mixup_lambda", lam)
-        return loss + state.loss_weights.get("fused", 1.0) * (1 - lam) * (partner - unmixed)
+        return loss + state.fused_loss_weight * (1 - lam) * (partner - unmixed)

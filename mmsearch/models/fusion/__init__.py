@@ -1,7 +1,7 @@
 """Fusion registry: how per-modality encoder outputs become one prediction."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -16,8 +16,7 @@ register_fusion = FUSIONS.register
 @dataclass
 class ModelOutput:
     logits: torch.Tensor                                   # [B, n_out]: the fused prediction
-    features: dict[str, torch.Tensor]                      # modality -> [B, d] after the fusion adapters
-    modality_logits: dict[str, torch.Tensor] = field(default_factory=dict)  # per-modality heads, if any
+    features: dict[str, torch.Tensor]                      # modality -> [B, fusion.feature_dim] after the adapters
     fused: torch.Tensor | None = None                      # [B, fusion.fused_dim]: logits = fusion.head(fused)
 
 
@@ -34,6 +33,7 @@ class Fusion(nn.Module):
     reads: ClassVar[Reads]
     head: nn.Module   # fused [B, fused_dim] -> logits [B, n_out]
     fused_dim: int    # the width of ModelOutput.fused
+    feature_dim: int  # the width of each modality's ModelOutput.features (per-modality heads read them)
 
     def __init__(self, dims: dict[str, tuple[int, int]], n_out: int):
         """dims: modality -> (pooled dim, token dim) of its encoder output."""

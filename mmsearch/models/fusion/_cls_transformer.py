@@ -18,6 +18,7 @@ class CLSTransformerFusion(Fusion):
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, n_out))
         self.fused_dim = width  # the CLS output
+        self.feature_dim = width  # each modality's features: projected to the same width
 
     def typed(self, i: int, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens of the i-th modality (self.modalities order) with its type embedding added."""
