@@ -37,9 +37,15 @@ class ModelConfig:
     # the modalities the model reads: "all", one name, or several ("image+text" or a list, e.g.
     # [text] in YAML); encoders of the others are not built. Stored as "all" or "+"-joined names.
     modalities: str | list = "all"
+    # the pretrained towers (image, text, pair): all trained, none (frozen: their encodings are
+    # computed once per experiment and cached, see models/frozen.py), or the top `top_k` blocks
+    finetune: Literal["full", "frozen", "top_k"] = "full"
+    top_k: int = 2
 
     def __post_init__(self):
         object.__setattr__(self, "modalities", canonical_modalities(self.modalities))
+        if self.top_k < 1:
+            raise ConfigError(f"model.top_k={self.top_k}: the number of top blocks to train, at least 1")
 
     @property
     def modality_subset(self) -> frozenset[str] | None:

@@ -257,3 +257,24 @@ def test_a_text_only_member_predicts_from_its_text_alone(tmp_path):
             scrambled[col] = scrambled[col].sample(frac=1.0, random_state=0).to_numpy()
     assert not scrambled.drop(columns=["description"]).equals(rows.drop(columns=["description"]))
     assert np.array_equal(predictor.member_predictions(scrambled, base_dir=table.parent)["t_text"], saved["t_text"])
+
+
+def test_a_frozen_member_predicts_from_raw_rows_as_its_cached_trial_did(tmp_path):
+    """model.finetune frozen trains on cached encodings; its bundle runs the frozen towers on raw
+    rows and gets the trial's holdout predictions (up to float summation order)."""
+    from conftest import TINY
+
+    from mmsearch.data.prepare import prepare
+    from mmsearch.data.synthetic import make_synthetic
+    from mmsearch.train.run import run_local
+
+    table = make_synthetic(tmp_path / "table", n=64, missing=0.2, seed=7)
+    exp = tmp_path / "exp"
+    prepare(table, "label", exp / "data")
+    run_local({**TINY, "model.finetune": "frozen", "model.missing": "learnable", "train.epochs": 1},
+              exp / "data", exp / "train" / "t_frozen")
+    assert list((exp / "data" / "features").glob("image-*/image.npy"))  # it did train on the cache
+    predictor = Predictor.load(export_bundle(exp, tmp_path / "bundle", log=lambda *_: None), device="cpu")
+    _, saved = _search_blend(exp)
+    preds = predictor.member_predictions(_holdout_rows(exp, table), base_dir=table.parent)["t_frozen"]
+    np.testing.assert_allclose(preds, saved["t_frozen"], rtol=1e-4, atol=1e-5)

@@ -272,7 +272,7 @@ def test_clip_pair_replaces_image_and_text(small_prepared, tiny):
 
 def test_text_is_trimmed_to_the_longest_row_without_changing_outputs():
     torch.manual_seed(0)
-    ctx = BuildContext(n_num=0, cat_cardinalities=(), n_image_columns=0, image_size=0, max_text_len=48)
+    ctx = BuildContext(n_num=0, cat_cardinalities=(), n_image_columns=0, image_size=0, max_text_len=48, fusion_reads="tokens")
     enc = ENCODERS.get("tiny_text")(ctx, **TINY_ARGS["tiny_text"]).eval()
     ids, attn = enc.tokenize(["a red apple", "the quiet river and a stone"])
     batch = {"text_ids": ids, "text_attn": attn, "text_mask": torch.ones(2, dtype=torch.bool)}

@@ -32,12 +32,15 @@ class RowDataset(Dataset):
 
     def __init__(self, data: PreparedData, part: str, *, view: TableView | None = None, image_size: int = 0,
                  tokenize: Tokenize | None = None, augment: Sequence[RowHook] = (), seed: int = 0,
-                 rows: np.ndarray | None = None):
+                 rows: np.ndarray | None = None, encodings: dict[str, np.ndarray] | None = None):
         """`view`: what the model sees of the table (the model's own, `model.view`); default the
         whole table as prepared. `augment`: per-row hooks for a training set, `seed` the trial's.
         `rows`: positions within the part to keep (default all), e.g. a training set without the
-        rows a trick holds out."""
+        rows a trick holds out. `encodings`: modality -> a frozen encoder's cached encodings of every
+        table row (data.feature_cache): items then carry ``encoded_<modality>`` and the presence
+        mask instead of the decoded images / tokens."""
         keep = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.encodings = encodings or {}
         self._setup(data.rows(part).iloc[keep], view or TableView.of(data), labels=data.labels(part)[keep],
                     index=data.split[part][keep], image_size=image_size, tokenize=tokenize)
         if augment:
@@ -49,6 +52,7 @@ class RowDataset(Dataset):
         """New, unlabelled rows already cast like a prepared table (data.conform): the predict path.
         The same tensors as in training follow, so a row gets the same prediction."""
         ds = cls.__new__(cls)
+        ds.encodings = {}
         ds._setup(rows, view, labels=None, index=np.arange(len(rows)), image_size=image_size, tokenize=tokenize)
         return ds
 
@@ -59,13 +63,17 @@ class RowDataset(Dataset):
         num, num_mask, cat = view.tabular.transform(rows)
         self.num, self.num_mask, self.cat = torch.as_tensor(num), torch.as_tensor(num_mask), torch.as_tensor(cat)
         self.image_size = image_size
-        image_cols = view.schema.by_role("image") if image_size else []  # image_size 0: no image encoder
+        # image_size 0: no image encoder; cached encodings: only which images are present
+        image_cols = view.schema.by_role("image") if image_size or "image" in self.encodings else []
         self.image_paths = [[p if isinstance(p, str) else None for p in r] for r in rows[image_cols].itertuples(index=False)]
         n_bytes = len(rows) * len(image_cols) * 3 * image_size**2
         self._cache: dict[str, np.ndarray] | None = {} if n_bytes <= IMAGE_CACHE_BYTES else None
-        self._text_parts = view.text_parts(rows) if tokenize is not None else None
+        self._text_parts = view.text_parts(rows) if tokenize is not None or "text" in self.encodings else None
         self._join_text = view.join_text
-        if self._text_parts is not None:
+        if self._text_parts is not None and "text" in self.encodings:
+            self.text_ids = self.text_attn = None
+            self.text_mask = torch.tensor([bool(view.join_text(fields, free)) for fields, free in self._text_parts])
+        elif self._text_parts is not None:
             texts = [view.join_text(fields, free) for fields, free in self._text_parts]
             self.text_ids, self.text_attn = tokenize(texts)
             self.text_mask = torch.tensor([bool(t) for t in texts])
@@ -98,12 +106,18 @@ class RowDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = {} if self.labels is None else {"label": self.labels[i]}
         item.update(index=self.index[i], num=self.num[i], num_mask=self.num_mask[i], cat=self.cat[i])
-        if paths := self.image_paths[i]:
+        for m, encoded in self.encodings.items():
+            item[f"encoded_{m}"] = torch.from_numpy(np.array(encoded[int(self.index[i])]))
+        if (paths := self.image_paths[i]) and "image" in self.encodings:
+            item["image_mask"] = torch.tensor([p is not None for p in paths])
+        elif paths:
             blank = np.zeros((3, self.image_size, self.image_size), np.uint8)
             item["image"] = torch.from_numpy(np.stack([self._image(p) if p else blank for p in paths]))
             item["image_mask"] = torch.tensor([p is not None for p in paths])
         if self.text_ids is not None:
             item.update(text_ids=self.text_ids[i], text_attn=self.text_attn[i], text_mask=self.text_mask[i])
+        elif "text" in self.encodings:
+            item["text_mask"] = self.text_mask[i]
         if self._hooks:
             item.update(self._augmented(i, item))
         return item

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import torch
 from torch import nn
 
 from ..config import NONE, TrialConfig
@@ -11,7 +12,10 @@ from ..errors import ConfigError
 from ..registry import ENCODERS, FUSIONS
 from ..tricks import build_tricks
 from .encoders import BuildContext, Encoder
+from .frozen import apply_finetune
 from .fusion import ModelOutput
+
+ENCODED = "encoded_"  # batch key prefix of a frozen encoder's cached encodings (data/feature_cache.py)
 
 
 class MultimodalModel(nn.Module):
@@ -20,12 +24,45 @@ class MultimodalModel(nn.Module):
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
         self.view = view  # what the model reads of the table: its datasets are built from it
+        self.frozen: frozenset[str] = frozenset()  # slots whose encoder is frozen (models/frozen.py)
 
     def forward(self, batch: dict) -> ModelOutput:
         outputs = {}
-        for encoder in self.encoders.values():
-            outputs.update(encoder(batch))
+        for slot, encoder in self.encoders.items():
+            outputs.update(self._frozen(slot, encoder, batch) if slot in self.frozen and encoder.splits else encoder(batch))
         return self.fusion(outputs, batch)
+
+    def _frozen(self, slot: str, encoder: Encoder, batch: dict) -> dict:
+        """A frozen encoder's outputs: its encodings from the batch when the loader carries them
+        (cached, ``encoded_<modality>``), else computed here without gradients; then its finish
+        (the learned missing fill, which does train). Where a cached row's input is absent now
+        (modality dropout blanked it) the imputed input's encoding replaces it, as the encoder
+        would have encoded the blank input."""
+        covers = ("image", "text") if slot == "pair" else (slot,)
+        if any(f"{ENCODED}{m}" in batch for m in covers):
+            encoded = {}
+            for m in covers:
+                if f"{ENCODED}{m}" in batch:
+                    present = batch["image_mask"] if m == "image" else batch["text_mask"].unsqueeze(1)
+                    value = batch[f"{ENCODED}{m}"]
+                    imputed = getattr(self, f"imputed_{m}").to(value.dtype)
+                    encoded[m] = (torch.where(present.unsqueeze(-1), value, imputed), present)
+        else:
+            with torch.no_grad():
+                encoded = encoder.encode(batch)
+        return {m: encoder.finish(m, *e) for m, e in encoded.items()}
+
+    def use_encodings(self, imputed: dict[str, torch.Tensor]) -> None:
+        """Read frozen encoders' encodings from the batch from now on; `imputed`: modality -> the
+        encoding of its imputed input per input slot [n, d] (not saved with the weights)."""
+        for m, value in imputed.items():
+            self.register_buffer(f"imputed_{m}", torch.as_tensor(value), persistent=False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for slot in self.frozen:  # a frozen tower encodes as it did when its encodings were cached
+            self.encoders[slot].eval()
+        return self
 
     # what the data pipeline needs from the encoders
     @property
@@ -82,4 +119,6 @@ def build_model(cfg: TrialConfig, data, *, pretrained: bool = True) -> Multimoda
         covers = ["image", "text"] if slot == "pair" else [slot]
         dims.update({mod: (enc.out_dim, enc.token_dim) for mod in covers if has[mod]})
     fusion = FUSIONS.get(m.fusion)(dims, schema.n_outputs, **asdict(cfg.fusion_config()))
-    return MultimodalModel(encoders, fusion, view)
+    model = MultimodalModel(encoders, fusion, view)
+    model.frozen = apply_finetune(model, cfg)
+    return model

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .. import metrics as metric_fns
 from ..config import TrialConfig
+from ..data import feature_cache
 from ..data.dataset import RowDataset
 from ..data.prepare import PreparedData
 from ..losses import task_loss
@@ -45,8 +46,11 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     model = build_model(cfg, data)
     tricks = build_tricks(cfg.enabled_tricks())
 
+    encodings: dict = {}  # frozen encoders' cached encodings, when the trial can use them (below)
+
     def dataset(part: str, **kw) -> RowDataset:
-        return RowDataset(data, part, view=model.view, image_size=model.image_size, tokenize=model.tokenize, **kw)
+        return RowDataset(data, part, view=model.view, image_size=model.image_size, tokenize=model.tokenize,
+                          encodings=encodings, **kw)
 
     def evaluate(m, part="val"):
         """(predictions, loss, metric value, score = the value signed so that higher is better)."""
@@ -70,6 +74,10 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     for t in tricks:
         model = t.configure_model(model, state)
     model.to(ctx.device)
+    if model.frozen and not row_hooks(tricks):  # (a trick that changes rows' inputs needs them encoded live)
+        encodings, imputed = feature_cache.encodings(model, data, batch_size=cfg.optim.eval_batch(1), device=ctx.device,
+                                                     say=lambda message: _say(ctx, message))
+        model.use_encodings({m: v.to(ctx.device) for m, v in imputed.items()})
     train_rows = np.arange(len(data.split["train"]))
     for t in tricks:
         train_rows = t.training_rows(train_rows, state)

@@ -66,6 +66,25 @@ class Encoder(nn.Module):
     # first tower whose path contains it ("": the whole encoder)
     towers: ClassVar[tuple[str, ...]] = ("",)
 
+    # -- the two halves of forward, for frozen towers whose encodings are cached (models/frozen.py):
+    # forward(batch) == {m: finish(m, *encoded) for m, encoded in encode(batch).items()} when the
+    # fusion reads pooled vectors. An encoder that cannot split (a token path) leaves them out.
+    def encode(self, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """modality -> (the encoding of each input [B, n, d] before the missing fill (a missing
+        input is encoded as its imputed input: the zero image, the empty text), presence bool
+        [B, n]); n = the modality's inputs per row (image columns; 1 for the text)."""
+        raise NotImplementedError(f"{type(self).__name__} does not split encode / finish")
+
+    def finish(self, modality: str, encoded: torch.Tensor, present: torch.Tensor) -> EncoderOutput:
+        """The EncoderOutput from encode's (encoded, present): the learned missing representation
+        where an input is absent (model.missing learnable), pooled over the row's inputs."""
+        raise NotImplementedError(f"{type(self).__name__} does not split encode / finish")
+
+    @property
+    def splits(self) -> bool:
+        """Whether encode / finish exist (its encodings can be cached when its tower is frozen)."""
+        return type(self).encode is not Encoder.encode
+
     def layer_depths(self) -> dict[str, int]:
         """Trainable parameter name -> depth from the top of its tower (1 = next to the fusion),
         from the module structure (see tower_depths). A parameter in no tower (a learned

@@ -73,21 +73,25 @@ class OpenClipPair(Encoder):
         return ids, (ids != self.pad_id).long()
 
     def forward(self, batch: dict) -> dict[str, EncoderOutput]:
+        return {m: self.finish(m, *encoded) for m, encoded in self.encode(batch).items()}
+
+    def encode(self, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         out = {}
         if "image" in batch:
             images, present = batch["image"], batch["image_mask"]
             b, n = present.shape
-            pooled = self.model.encode_image(normalized_images(images, present, self.mean, self.std)).view(b, n, -1)
-            if self.missing_image is not None:
-                pooled = fill_missing(pooled, present, self.missing_image)
-            out["image"] = EncoderOutput(pooled=pooled.mean(1), tokens=pooled)
+            out["image"] = (self.model.encode_image(normalized_images(images, present, self.mean, self.std)).view(b, n, -1), present)
         if "text_ids" in batch:
-            present = batch["text_mask"]
-            pooled = self._encode_text(torch.where(present.unsqueeze(1), batch["text_ids"], self.empty_ids))
-            if self.missing_text is not None:
-                pooled = fill_missing(pooled, present, self.missing_text)
-            out["text"] = EncoderOutput(pooled=pooled, tokens=pooled.unsqueeze(1))
+            present = batch["text_mask"].unsqueeze(1)
+            out["text"] = (self._encode_text(torch.where(present, batch["text_ids"], self.empty_ids)).unsqueeze(1), present)
         return out
+
+    def finish(self, modality: str, encoded: torch.Tensor, present: torch.Tensor) -> EncoderOutput:
+        """Pooled: the mean over the row's inputs; tokens (early fusion): one per input."""
+        learned = self.missing_image if modality == "image" else self.missing_text
+        if learned is not None:
+            encoded = fill_missing(encoded, present, learned)
+        return EncoderOutput(pooled=encoded.mean(1), tokens=encoded)
 
     def _encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         if self.trims_padding:  # padding is on the right

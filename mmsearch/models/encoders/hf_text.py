@@ -48,7 +48,24 @@ class HFTextEncoder(Encoder):
         enc = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_len, return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"]
 
+    @property
+    def splits(self) -> bool:
+        return self.reads == "pooled"
+
+    def encode(self, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        present = batch["text_mask"].unsqueeze(1)
+        _, pooled = self._encode(torch.where(present, batch["text_ids"], self.empty_ids),
+                                 torch.where(present, batch["text_attn"], self.empty_attn))
+        return {"text": (pooled.unsqueeze(1), present)}
+
+    def finish(self, modality: str, encoded: torch.Tensor, present: torch.Tensor) -> EncoderOutput:
+        if self.missing_text is not None:
+            encoded = fill_missing(encoded, present, self.missing_text)
+        return EncoderOutput(pooled=encoded[:, 0])
+
     def forward(self, batch: dict) -> dict[str, EncoderOutput]:
+        if self.reads == "pooled":
+            return {m: self.finish(m, *encoded) for m, encoded in self.encode(batch).items()}
         present = batch["text_mask"].unsqueeze(1)
         ids = torch.where(present, batch["text_ids"], self.empty_ids)
         attn = torch.where(present, batch["text_attn"], self.empty_attn)

@@ -48,15 +48,32 @@ class TimmImageEncoder(Encoder):
         return features
 
     def forward(self, batch: dict) -> dict[str, EncoderOutput]:
+        (encoded, present), = self._encoded(batch)
+        if self.reads == "pooled":
+            return {"image": self.finish("image", encoded, present)}
+        if self.missing_image is not None:
+            encoded = fill_missing(encoded, present, self.missing_image)
+        b, n = present.shape
+        return {"image": EncoderOutput(tokens=encoded.reshape(b, n * encoded.shape[2], -1))}
+
+    def _encoded(self, batch: dict):
         images, present = batch["image"], batch["image_mask"]  # [B, n, 3, S, S] uint8, [B, n]
         b, n = present.shape
         encoded = self._encode(normalized_images(images, present, self.mean, self.std))
-        encoded = encoded.view(b, n, *encoded.shape[1:])
+        return [(encoded.view(b, n, *encoded.shape[1:]), present)]
+
+    @property
+    def splits(self) -> bool:
+        return self.reads == "pooled"
+
+    def encode(self, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        (encoded, present), = self._encoded(batch)
+        return {"image": (encoded, present)}
+
+    def finish(self, modality: str, encoded: torch.Tensor, present: torch.Tensor) -> EncoderOutput:
         if self.missing_image is not None:
             encoded = fill_missing(encoded, present, self.missing_image)
-        if self.reads == "pooled":
-            return {"image": EncoderOutput(pooled=encoded.mean(1))}
-        return {"image": EncoderOutput(tokens=encoded.reshape(b, n * encoded.shape[2], -1))}
+        return EncoderOutput(pooled=encoded.mean(1))
 
     def layer_depths(self) -> dict[str, int]:
         depths = {f"trunk.{name}": d for name, d in timm_depths(self.trunk).items()}
