@@ -70,6 +70,11 @@ VARIANTS = {
     "+modality_heads": {"tricks.modality_heads.enabled": True},
     "+gblend_offline": {"tricks.gblend.enabled": True, "tricks.gblend.mode": "offline"},
     "+gblend_online": {"tricks.gblend.enabled": True, "tricks.gblend.mode": "online"},
+    # issue 15: frozen towers (the first run of a dataset also builds the feature cache) and a
+    # frozen trial at a learning rate for fresh layers
+    "+frozen": {"model.finetune": "frozen"},
+    "+frozen, lr 3e-3": {"model.finetune": "frozen", "optim.lr": 3e-3},
+    "+top_k 2": {"model.finetune": "top_k", "model.top_k": 2},
 }
 # dataset -> its loader's arguments and the text length (cloth's reviews are longer than emoji names)
 DATASETS = {

@@ -11,7 +11,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from mmsearch.registry import FUSIONS  # noqa: E402
 from mmsearch.train.context import LocalContext  # noqa: E402  (after the environment above)
+
+# fusions trained by gradients (the generic fusion tests: gradients reach every parameter, the head
+# contract); fusions that fit themselves (trees) have tests of their own
+GRADIENT_FUSIONS = [name for name, cls in FUSIONS if not cls.fits_itself]
 
 TINY = {
     "model.image": "timm",

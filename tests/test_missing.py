@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY, make_state
+from conftest import GRADIENT_FUSIONS, TINY, make_state
 from safetensors import safe_open
 from test_models import CTX, TINY_ARGS, _batch, _unreached_after_one_backward
 from torch.utils.data import default_collate
@@ -119,7 +119,7 @@ def test_learnable_starts_as_the_imputed_representation(name, reads):
 
 
 # the real-towers pair once: a pair's missing vectors are the same under every fusion
-@pytest.mark.parametrize("name,fusion", [(n, f) for n in TINY_ENCODERS for f in FUSIONS.names()] + [("clip_lite0_minilm", "lf_mlp")])
+@pytest.mark.parametrize("name,fusion", [(n, f) for n in TINY_ENCODERS for f in GRADIENT_FUSIONS] + [("clip_lite0_minilm", "lf_mlp")])
 def test_nothing_missing_still_gives_every_parameter_a_gradient(name, fusion):
     """A batch without a missing input: the learned tensors get a zero gradient, not None (DDP
     fails on a parameter without one), and every trainable parameter has an LLRD depth."""

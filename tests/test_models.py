@@ -5,6 +5,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from conftest import GRADIENT_FUSIONS
+
 from mmsearch.config import TrialConfig
 from mmsearch.data.images import load_image
 from mmsearch.models.encoders import BuildContext, tower_depths
@@ -65,7 +67,7 @@ def test_every_registered_encoder_is_covered():
     assert set(TINY_ARGS) | set(STAND_INS) == set(ENCODERS.names())
 
 
-@pytest.mark.parametrize("fusion", FUSIONS.names())
+@pytest.mark.parametrize("fusion", GRADIENT_FUSIONS)
 @pytest.mark.parametrize("name", sorted(TINY_ARGS))
 def test_every_parameter_gets_a_gradient(name, fusion):
     """Every encoder x every fusion: a parameter no loss reaches makes DDP fail on the second step
@@ -77,7 +79,7 @@ def test_every_parameter_gets_a_gradient(name, fusion):
     assert set(depths) == {k for k, p in enc.named_parameters() if p.requires_grad} and min(depths.values()) == 1
 
 
-@pytest.mark.parametrize("fusion", FUSIONS.names())
+@pytest.mark.parametrize("fusion", GRADIENT_FUSIONS)
 @pytest.mark.parametrize("trunk", TIMM_TRUNKS)
 def test_timm_trunks_build_only_what_the_fusion_reads(trunk, fusion):
     torch.manual_seed(0)
@@ -210,7 +212,7 @@ def test_fused_model_forward_backward(small_prepared, tiny, fusion):
     assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("fusion.") and p.requires_grad)
 
 
-@pytest.mark.parametrize("fusion", FUSIONS.names())
+@pytest.mark.parametrize("fusion", GRADIENT_FUSIONS)
 def test_every_fusion_predicts_with_its_head_on_fused(fusion):
     """The Fusion contract that feature-level tricks (manifold_mixup, lemda) rely on: the head is
     called once per forward, on `fused` itself, and gives the logits; so head(changed fused) is the

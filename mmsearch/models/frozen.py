@@ -21,8 +21,10 @@ PRETRAINED_SLOTS = ("image", "text", "pair")  # the tabular tower is trained fro
 
 
 def apply_finetune(model, cfg: TrialConfig) -> frozenset[str]:
-    """Set requires_grad by model.finetune; return the slots whose encoder is wholly frozen."""
-    mode, frozen = cfg.model.finetune, set()
+    """Set requires_grad by model.finetune (a fusion that fits itself, such as trees, freezes the
+    towers whatever it says); return the slots whose encoder is wholly frozen."""
+    mode = "frozen" if model.fusion.fits_itself else cfg.model.finetune
+    frozen = set()
     for slot, encoder in model.encoders.items():
         if mode == "full" or slot not in PRETRAINED_SLOTS:
             continue

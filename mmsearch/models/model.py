@@ -27,10 +27,14 @@ class MultimodalModel(nn.Module):
         self.frozen: frozenset[str] = frozenset()  # slots whose encoder is frozen (models/frozen.py)
 
     def forward(self, batch: dict) -> ModelOutput:
+        return self.fusion(self.encode(batch), batch)
+
+    def encode(self, batch: dict) -> dict:
+        """modality -> EncoderOutput: what the fusion reads."""
         outputs = {}
         for slot, encoder in self.encoders.items():
             outputs.update(self._frozen(slot, encoder, batch) if slot in self.frozen and encoder.splits else encoder(batch))
-        return self.fusion(outputs, batch)
+        return outputs
 
     def _frozen(self, slot: str, encoder: Encoder, batch: dict) -> dict:
         """A frozen encoder's outputs: its encodings from the batch when the loader carries them
@@ -108,9 +112,10 @@ def build_model(cfg: TrialConfig, data, *, pretrained: bool = True) -> Multimoda
         wanted["pair"] = m.pair  # the aligned pair replaces the separate image and text encoders
     else:
         wanted.update({k: getattr(m, k) for k in ("image", "text") if has[k] and getattr(m, k) != NONE})
-    if has["tabular"] and m.tabular != NONE:
+    fusion_cls = FUSIONS.get(m.fusion)
+    if has["tabular"] and m.tabular != NONE and not fusion_cls.reads_raw_tabular:
         wanted["tabular"] = m.tabular
-    if not wanted:
+    if not wanted and not (fusion_cls.reads_raw_tabular and has["tabular"]):
         raise ConfigError(f"no encoder for any modality of this table ({', '.join(k for k, v in has.items() if v)}): set model.image / model.text / model.tabular")
     encoders = {slot: ENCODERS.get(name)(ctx, **asdict(cfg.encoder_config(name))) for slot, name in wanted.items()}
 
@@ -118,7 +123,7 @@ def build_model(cfg: TrialConfig, data, *, pretrained: bool = True) -> Multimoda
     for slot, enc in encoders.items():
         covers = ["image", "text"] if slot == "pair" else [slot]
         dims.update({mod: (enc.out_dim, enc.token_dim) for mod in covers if has[mod]})
-    fusion = FUSIONS.get(m.fusion)(dims, schema.n_outputs, **asdict(cfg.fusion_config()))
+    fusion = fusion_cls(dims, schema.n_outputs, **asdict(cfg.fusion_config()))
     model = MultimodalModel(encoders, fusion, view)
     model.frozen = apply_finetune(model, cfg)
     return model

@@ -26,6 +26,7 @@ from ..models.model import build_model
 from ..tricks import TrainState, build_tricks, row_hooks
 from . import checkpoint
 from .evaluate import autocast, predict, to_device
+from .fit_once import fit_once
 from .optim import base_schedule, make_optimizer, param_specs
 
 EVAL_PARTS = ("val", "holdout")
@@ -44,7 +45,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
 
     # -- model, tricks, data -----------------------------------------------------------------
     model = build_model(cfg, data)
-    tricks = build_tricks(cfg.enabled_tricks())
+    tricks = [] if model.fusion.fits_itself else build_tricks(cfg.enabled_tricks())  # trees: no trick applies
 
     encodings: dict = {}  # frozen encoders' cached encodings, when the trial can use them (below)
 
@@ -94,6 +95,9 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     train_loader = DataLoader(sets["train"], batch_size=batch, sampler=RandomSampler(sets["train"], generator=shuffle),
                               drop_last=len(sets["train"]) > batch, generator=worker_seeds, **loader_args)
     eval_loaders = {part: DataLoader(sets[part], batch_size=cfg.optim.eval_batch(ctx.world_size), **loader_args) for part in EVAL_PARTS}
+    if model.fusion.fits_itself:  # trees: one fit instead of epochs
+        return fit_once(model, cfg, ctx, evaluate=evaluate, train_loader=rows_loader(train_rows), val_loader=eval_loaders["val"],
+                        problem=problem, metric=metric, say=lambda message: _say(ctx, message))
 
     train_loader = ctx.prepare_loader(train_loader)  # under DDP: this worker's shard
     steps_per_epoch = len(train_loader)

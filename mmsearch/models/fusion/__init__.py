@@ -31,6 +31,10 @@ class Fusion(nn.Module):
     # the encoder output it consumes: encoders are told (BuildContext.fusion_reads) and build only
     # the parameters on that path, so every parameter gets a gradient (DDP requires it)
     reads: ClassVar[Reads]
+    # fitted once by fit() instead of trained by gradients (the loop's gradient-free path; no trick applies)
+    fits_itself: ClassVar[bool] = False
+    # reads the batch's tabular columns itself: no tabular encoder is built
+    reads_raw_tabular: ClassVar[bool] = False
     head: nn.Module   # fused [B, fused_dim] -> logits [B, n_out]
     fused_dim: int    # the width of ModelOutput.fused
     feature_dim: int  # the width of each modality's ModelOutput.features (per-modality heads read them)

@@ -1,0 +1,112 @@
+"""Gradient-boosted trees as a member of the pool: LightGBM over the frozen towers' pooled
+encodings and the raw tabular columns (issue 15's tree members).
+
+LightGBM rather than XGBoost or CatBoost: all three are maintained (releases in 2026), but
+LightGBM's wheel is a few MB (XGBoost's carries CUDA libraries, CatBoost's is ~100 MB), it is the
+fastest of the three on 2 CPU cores at these sizes, takes missing values and categorical columns
+natively, and saves a model as plain text (no pickle).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import Fusion, ModelOutput, register_fusion
+
+
+@register_fusion
+class LightGBMFusion(Fusion):
+    """The pretrained towers are frozen (whatever model.finetune says) and read from the feature
+    cache; the tabular columns go to the trees as they are (standardized numbers, missing ones as
+    NaN; category ids as categorical features), so no tabular encoder is built. Not trained by
+    gradients: the training loop calls ``fit`` once (``fits_itself``), early-stopped on the val
+    rows, and no trick applies. The fitted booster is kept as LightGBM's text model in a uint8
+    buffer, ``booster_text``: it travels in the trial's safetensors file and the bundle's (the
+    same checksums as any weights), and is parsed again on the first prediction after loading.
+    Logits: log-probabilities (classification: the loop's softmax gives back LightGBM's
+    probabilities) or the predicted value (regression, on the standardized target)."""
+    name = "lightgbm"
+    reads = "pooled"
+    fits_itself = True
+    reads_raw_tabular = True
+
+    @dataclass(frozen=True)
+    class Config:
+        num_leaves: int = 15
+        learning_rate: float = 0.05
+        n_estimators: int = 1000        # at most; early stopping on val picks the number
+        early_stopping_rounds: int = 50
+        min_child_samples: int = 10
+        feature_fraction: float = 0.5
+        lambda_l2: float = 1.0
+
+    def __init__(self, dims, n_out, **params):
+        super().__init__(dims, n_out)
+        self.params = params
+        self.n_out = n_out
+        self.head = nn.Identity()  # the contract's head: the trees' output is already the logits
+        self.fused_dim = n_out
+        self.feature_dim = 0
+        self.register_buffer("booster_text", torch.zeros(0, dtype=torch.uint8))
+        self._booster = None
+        self.register_buffer("_device", torch.zeros(0), persistent=False)  # where the logits go
+
+    # -- features -------------------------------------------------------------------------------
+    def features(self, outputs, batch) -> np.ndarray:
+        """[B, F]: each modality's pooled encoding (sorted by modality), the numbers (NaN where
+        missing) and the category ids."""
+        parts = [outputs[m].pooled.float().cpu().numpy() for m in self.modalities]
+        num = batch["num"].float().cpu().numpy().copy()
+        num[~batch["num_mask"].cpu().numpy()] = np.nan
+        parts += [num, batch["cat"].cpu().numpy().astype(np.float64)]
+        return np.concatenate([p.astype(np.float64) for p in parts], axis=1)
+
+    def n_categorical(self, batch) -> int:
+        return batch["cat"].shape[1]
+
+    # -- fit and predict ------------------------------------------------------------------------
+    def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *, n_cat: int,
+            problem_type: str, seed: int, threads: int) -> dict:
+        import lightgbm as lgb
+
+        objective = {"regression": "regression", "binary": "binary"}.get(problem_type, "multiclass")
+        params = {"objective": objective, "num_leaves": self.params["num_leaves"], "learning_rate": self.params["learning_rate"],
+                  "min_child_samples": self.params["min_child_samples"], "feature_fraction": self.params["feature_fraction"],
+                  "lambda_l2": self.params["lambda_l2"], "seed": seed, "deterministic": True, "num_threads": threads,
+                  "verbosity": -1, **({"num_class": self.n_out} if objective == "multiclass" else {})}
+        cats = list(range(x.shape[1] - n_cat, x.shape[1]))
+        train = lgb.Dataset(x, y, categorical_feature=cats, free_raw_data=False)
+        val = lgb.Dataset(x_val, y_val, categorical_feature=cats, reference=train)
+        booster = lgb.train(params, train, num_boost_round=self.params["n_estimators"], valid_sets=[val],
+                            callbacks=[lgb.early_stopping(self.params["early_stopping_rounds"], verbose=False)])
+        text = booster.model_to_string(num_iteration=booster.best_iteration)
+        self.booster_text = torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8).to(self.booster_text.device)
+        self._booster = None
+        return {"trees": int(booster.best_iteration), "features": int(x.shape[1])}
+
+    def forward(self, outputs, batch) -> ModelOutput:
+        if self._booster is None:
+            if self.booster_text.numel() == 0:
+                raise RuntimeError("the lightgbm member has not been fitted")
+            import lightgbm as lgb
+
+            self._booster = lgb.Booster(model_str=bytes(self.booster_text.cpu().numpy()).decode())
+        p = np.asarray(self._booster.predict(self.features(outputs, batch)), dtype=np.float64)
+        if self.n_out == 1:
+            logits = p.reshape(-1, 1)
+        else:
+            probs = np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
+            logits = np.log(np.clip(probs, 1e-12, 1.0))
+        logits = torch.as_tensor(logits, dtype=torch.float32, device=self._device.device)
+        return ModelOutput(logits=logits, features={}, fused=logits)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the booster's length is the fitted model's, not the freshly built (empty) one's
+        key = prefix + "booster_text"
+        if key in state_dict:
+            self.booster_text = state_dict[key].clone()
+            self._booster = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
