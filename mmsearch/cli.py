@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 
+AUTO_SPACE = Path(__file__).parent / "search_spaces" / "auto.yaml"  # `mmsearch search` without --space
+
 def _pairs(item: str, flag: str) -> tuple[str, str]:
     if "=" not in item:
         raise SystemExit(f"mmsearch: error: {flag} expects KEY=VALUE, got {item!r}")
@@ -206,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="search the space with Ray Tune; trials with several workers train on Ray Train (DDP)")
     data_options(s)
-    s.add_argument("--space", required=True, help="search space YAML (see search_spaces/)")
+    s.add_argument("--space", default=str(AUTO_SPACE),
+                   help="search space YAML (see search_spaces/); default: the packaged auto.yaml (tree and frozen-tower "
+                        "members first, then fine-tuned ones with the bag's tricks)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="fix a key on top of the space (repeatable), e.g. --set model.image_size=64 --set train.epochs=2")
     s.add_argument("--name", required=True, help="experiment name: the folder STORAGE/NAME")

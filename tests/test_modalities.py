@@ -57,6 +57,9 @@ def test_the_spaces_modalities_choices_are_cut_to_the_table():
     assert fitted["search"]["model.modalities"]["choice"] == ["all", "text", "tabular"]  # image: no input; image+text = text
     assert "image, image+text left out" in note and space["search"]["model.modalities"]["choice"][1] == "image"  # input untouched
     assert fit_modalities(space, frozenset({"image", "text", "tabular"})) == (space, None)
+    with_points = {**space, "first": [{"model.modalities": "image"}, {"model.modalities": "text"}, {"optim.lr": 1e-3}]}
+    # image: no input, left out; text reads what the kept "all" reads on this table
+    assert fit_modalities(with_points, frozenset({"text"}))[0]["first"] == [{"model.modalities": "all"}, {"optim.lr": 1e-3}]
     with pytest.raises(ConfigError, match="names none of this table's modalities"):
         fit_modalities({"fixed": {"model.modalities": "image"}}, frozenset({"text"}))
     with pytest.raises(ConfigError, match="none of"):

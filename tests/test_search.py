@@ -204,7 +204,8 @@ def test_a_finished_search_is_extended_and_tpe_keeps_its_history(tmp_path, small
 
     import ray
 
-    space = _space(tmp_path, epochs=1, search={"optim.lr": {"loguniform": [1e-3, 1e-2]}})
+    # a `first` point is tried first, once: the extension's study already holds it
+    space = _space(tmp_path, epochs=1, search={"optim.lr": {"loguniform": [1e-3, 1e-2]}}, first=[{"optim.lr": 0.005}])
     settings = experiment.Settings(searcher="tpe", scheduler="fifo", num_samples=2, max_concurrent=2)
     exp = experiment.create(small_table, "label", space, tmp_path / "exp", settings)
     try:
@@ -220,6 +221,8 @@ def test_a_finished_search_is_extended_and_tpe_keeps_its_history(tmp_path, small
     study = pickle.loads(state.read_bytes())["_ot_study"]  # our own experiment's searcher state
     assert len(study.trials) == 4  # the new run's study continued from the first run's two trials
     assert leaderboard(exp).count("TERMINATED") == 4
+    assert [e.config["optim.lr"] for e in load_pool(exp)].count(0.005) == 1
+    assert any(e.config["optim.lr"] == 0.005 for e in load_pool(exp) if e.trial_id in first)
 
 
 def test_more_on_a_grid_search_is_refused_before_anything_runs(tmp_path, small_table, capsys):

@@ -9,7 +9,7 @@ from mmsearch.search.space import SearchSpace
 
 
 
-@pytest.mark.parametrize("name", ["bag_of_tricks", "demo"])
+@pytest.mark.parametrize("name", ["bag_of_tricks", "demo", "auto"])
 def test_shipped_spaces_parse_and_sample_valid_configs(name):
     space = SearchSpace.load(f"search_spaces/{name}.yaml")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

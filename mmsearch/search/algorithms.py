@@ -32,8 +32,10 @@ def _optuna(sampler: str) -> Callable:
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
+        # the space's `first` points go first (a resumed study already holds them: not twice)
         search = OptunaSearch(space=space.define_by_run, metric=METRIC, mode=MODE,
-                              sampler=getattr(optuna.samplers, sampler)(seed=settings.seed))
+                              sampler=getattr(optuna.samplers, sampler)(seed=settings.seed),
+                              points_to_evaluate=None if warm_start is not None else (space.first or None))
         limited = ConcurrencyLimiter(search, max_concurrent=settings.max_concurrent)
         if warm_start is not None:  # the study keeps every earlier trial: TPE goes on learning
             limited.restore_from_dir(str(warm_start.resolve()))

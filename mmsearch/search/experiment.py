@@ -146,6 +146,10 @@ def fit_modalities(space: dict, present: frozenset[str]) -> tuple[dict, str | No
         return space, None
     dropped = [v for v in dim[kind] if v not in kept]
     fitted = {**space, "search": {**space["search"], "model.modalities": {**dim, kind: kept}}}
+    if space.get("first"):  # a point takes the kept choice that reads the same inputs; one reading none goes
+        same = {reads(v): v for v in kept}
+        fitted["first"] = [{**p, "model.modalities": same[reads(p["model.modalities"])]} if "model.modalities" in p else p
+                           for p in space["first"] if "model.modalities" not in p or reads(p["model.modalities"])]
     return fitted, (f"model.modalities: {', '.join(map(str, dropped))} left out: this table's modalities are "
                     f"{', '.join(sorted(present))} (no input, or the same inputs as a choice kept)")
 

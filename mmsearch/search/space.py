@@ -11,10 +11,13 @@
       grad_clip: on             # always on, parameters from its `space`
       align_kl: {enabled: {choice: [false, true]}, weight: {uniform: [0.5, 2.0]}}
       modality_dropout: {enabled: true, p: 0.2}   # fixed values
+    first:                      # points the searcher tries before it samples (tpe / random), in order
+      - {model.fusion: early, optim.lr: 3.0e-4, tricks.soup.enabled: false}
 
 Dimension kinds: choice [values], uniform [low, high], loguniform [low, high], randint [low, high)
 (high exclusive, as in Tune), grid [values]. Every key is checked against the registries (through
-TrialConfig) before anything runs.
+TrialConfig) before anything runs. A `first` point names searched keys only (a key it leaves out is
+sampled); the grid searcher enumerates everything and ignores it.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from ..errors import ConfigError
 from ..registry import TRICKS, did_you_mean
 
 KINDS = ("choice", "uniform", "loguniform", "randint", "grid")
-SECTIONS = ("fixed", "search", "tricks")
+SECTIONS = ("fixed", "search", "tricks", "first")
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,18 @@ class Dimension:
             return trial.suggest_int(self.key, self.args[0], self.args[1] - 1)
         return trial.suggest_float(self.key, float(self.args[0]), float(self.args[1]), log=self.kind == "loguniform")
 
+    def allows(self, value: Any) -> bool:
+        """Whether the dimension can take `value` (for `first` points)."""
+        if self.kind in ("choice", "grid"):
+            return value in self.args
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        low, high = self.args
+        return low <= value < high if self.kind == "randint" else low <= value <= high
+
+    def describe(self) -> str:
+        return f"{{{self.kind}: {list(self.args)}}}"
+
     def values(self) -> list:
         """The finite set of values (grid search); continuous kinds cannot be enumerated."""
         if self.kind in ("choice", "grid"):
@@ -91,6 +106,7 @@ class SearchSpace:
     dims: list[Dimension]
     tricks: list[TrickDims]
     source: str = "<dict>"
+    first: list[dict[str, Any]] = field(default_factory=list)  # tried first, in order (Optuna's enqueue_trial)
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -113,7 +129,10 @@ class SearchSpace:
         dims = [Dimension.parse(k, v) for k, v in (data.get("search") or {}).items()]
         tricks = [_trick_dims(name, spec) for name, spec in (data.get("tricks") or {}).items()]
         _each_trick_in_one_place(fixed, dims, tricks, source)
-        space = cls(fixed, dims, tricks, source)
+        first = data.get("first") or []
+        if not isinstance(first, list) or not all(isinstance(p, dict) for p in first):
+            raise ConfigError(f"{source}: first: expected a list of mappings of searched keys to values")
+        space = cls(fixed, dims, tricks, source, [dict(p) for p in first])
         space.validate()
         return space
 
@@ -143,6 +162,25 @@ class SearchSpace:
                         TrialConfig.from_flat({**self.fixed, d.key: v, **_enabling(d.key)})
                     except ConfigError as e:
                         raise ConfigError(f"{self.source}: {e}") from None
+
+        self._validate_first()
+
+    def _validate_first(self) -> None:
+        """Each `first` point: searched keys, values its dimension can take, a valid trial."""
+        by_key = {d.key: d for d in self.dims + [d for t in self.tricks for d in t.dims]}
+        by_key.update({t.enabled.key: t.enabled for t in self.tricks if isinstance(t.enabled, Dimension)})
+        for i, point in enumerate(self.first, 1):
+            for key, value in point.items():
+                if key not in by_key:
+                    raise ConfigError(f"{self.source}: first point {i}: {key!r} is not a searched key"
+                                      f"{did_you_mean(key, sorted(by_key))} (fixed keys are the same in every trial)")
+                if not by_key[key].allows(value):
+                    raise ConfigError(f"{self.source}: first point {i}: {key}={value!r} is outside its dimension {by_key[key].describe()}")
+            enabling = {k2: v for k, v in point.items() if k.startswith("tricks.") for k2, v in _enabling(k).items()}
+            try:
+                TrialConfig.from_flat({**self.fixed, **enabling, **point})
+            except ConfigError as e:
+                raise ConfigError(f"{self.source}: first point {i}: {e}") from None
 
     # -- sampling -----------------------------------------------------------------------------
     def define_by_run(self, trial) -> dict[str, Any]:
@@ -190,7 +228,8 @@ def with_overrides(data: dict, overrides: dict[str, Any]) -> dict:
     """A space's YAML mapping with some keys fixed (`mmsearch search --set KEY=VALUE`, e.g. to
     shrink the bag of tricks to CPU size): a searched key stops being searched; a key of a trick
     with a `tricks:` entry goes into that entry (`tricks.NAME.enabled` switches it on or off)."""
-    data = {section: dict(data.get(section) or {}) for section in SECTIONS}
+    data = {section: (list(data.get(section) or []) if section == "first" else dict(data.get(section) or {}))
+            for section in SECTIONS}
     for key, value in overrides.items():
         parts = key.split(".")
         if len(parts) == 3 and parts[0] == "tricks" and parts[1] in data["tricks"]:
@@ -204,6 +243,8 @@ def with_overrides(data: dict, overrides: dict[str, Any]) -> dict:
         else:
             data["search"].pop(key, None)
             data["fixed"][key] = value
+    if data.get("first"):  # a key fixed now is no longer a point's to set
+        data["first"] = [{k: v for k, v in point.items() if k not in overrides} for point in data["first"]]
     return {section: content for section, content in data.items() if content}
 
 
