@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -119,7 +120,9 @@ def cmd_ensemble(args) -> int:
     from .layout.experiment_dir import ExperimentDir
     from .search.pool import skipped_note
 
-    result = build_ensemble(args.exp_dir, size=args.size, method=args.method)
+    from .ensemble.options import Selection
+
+    result = build_ensemble(args.exp_dir, **{f.name: getattr(args, f.name) for f in dataclasses.fields(Selection)})
     if result["skipped"]:
         print(f"[mmsearch] note: {skipped_note(result['skipped'])}")
     print(format_scores(result))
@@ -175,6 +178,15 @@ def cmd_tricks(args) -> int:
             dim = cls.space.get(f.name)
             print(f"  tricks.{name}.{f.name} = {f.default!r}" + (f"    search: {json.dumps(dim)}" if dim else ""))
     return 0
+
+
+def _ensemble_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of ensemble.options.Selection (its default, type, choices and help)."""
+    from .ensemble.options import Selection
+
+    for f in dataclasses.fields(Selection):
+        extra = {k: f.metadata[k] for k in ("type", "choices") if k in f.metadata}
+        parser.add_argument("--" + f.name.replace("_", "-"), default=f.default, help=f.metadata["help"], **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,8 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("ensemble", help="pick ensemble members on val; print val and holdout scores of the ensemble, "
                        "the best single trial and the uniform average; write the ensemble into EXP_DIR (what export reads)")
     e.add_argument("exp_dir")
-    e.add_argument("--size", type=int, help="caruana: greedy steps (default 50); learned: keep at most N members")
-    e.add_argument("--method", choices=["caruana", "learned"], default="caruana")
+    _ensemble_options(e)
     e.set_defaults(fn=cmd_ensemble)
 
     x = sub.add_parser("export", help="write the ensemble as a self-contained bundle (manifest + safetensors)")

@@ -61,10 +61,22 @@ def test_bundle_layout_and_manifest(exported):
     assert manifest["classes"] == ["class_0", "class_1", "class_2"]
     assert manifest["preprocess"]["tabular"]["vocab"]["kind"] and manifest["schema"]["columns"]["image"] == "image"
     assert set(manifest["ensemble"]["scores"]) == {"ensemble", "best_single", "uniform"}
+    assert manifest["ensemble"]["selection"] == {"method": "learned", "size": None}  # how members were picked
     assert manifest["versions"]["torch"] and manifest["versions"]["safetensors"] and manifest["versions"]["mmsearch"]
     for m in manifest["members"]:
         assert m["weight"] > 0 and m["config"]["model.image"] == "timm" and m["eval_batch_size"] >= 2
     assert not list(bundle.parent.glob(".bundle.*"))  # no temporary directory left behind
+
+
+def test_an_ensemble_file_from_before_the_selection_options_still_exports(exported, tmp_path):
+    exp, _, _ = exported
+    old = tmp_path / "exp"
+    shutil.copytree(exp, old)
+    ensemble = json.loads((old / "ensemble" / "ensemble.json").read_text())
+    del ensemble["selection"]
+    (old / "ensemble" / "ensemble.json").write_text(json.dumps(ensemble))
+    manifest = json.loads((export_bundle(old, tmp_path / "bundle", log=lambda *_: None) / "manifest.json").read_text())
+    assert "selection" not in manifest["ensemble"] and manifest["ensemble"]["method"] == "learned"
 
 
 def test_predictions_equal_the_in_search_predictions(exported, predictor):

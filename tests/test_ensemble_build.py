@@ -88,3 +88,83 @@ def test_clear_errors(tmp_path, exp):
     shutil.rmtree(exp / "train")
     r = _cli("ensemble", str(exp))
     assert r.returncode == 2 and "no trial has produced predictions yet" in r.stderr
+
+
+def test_every_option_reaches_the_selection_from_the_cli(exp, capsys, monkeypatch):
+    """Each CLI flag lands in the ensemble file and in the CaruanaEnsemble that picks the members,
+    whose weights are the file's."""
+    from mmsearch.cli import main
+    from mmsearch.ensemble import options as options_module
+
+    fitted = []
+
+    class Spy(options_module.CaruanaEnsemble):
+        def fit(self, preds, y):
+            fitted.append(self)
+            return super().fit(preds, y)
+
+    monkeypatch.setattr(options_module, "CaruanaEnsemble", Spy)
+    assert main(["ensemble", str(exp), "--size", "7", "--metric", "log_loss", "--tie-metric", "roc_auc",
+                 "--sorted-init", "2", "--bagging", "4", "--bag-fraction", "0.67", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "selection: caruana on val log_loss (ties: roc_auc), 7 steps, sorted init 2, 4 bags of 0.67 (seed 3)" in out
+    assert "holdout accuracy" in out  # the table keeps the task metric
+    options = {"size": 7, "metric": "log_loss", "tie_metric": "roc_auc", "sorted_init": 2, "bagging": 4,
+               "bag_fraction": 0.67, "seed": 3}
+    [ens] = fitted
+    assert {k: getattr(ens, k) for k in options} == options
+    result = json.loads(ExperimentDir(exp).ensemble_file.read_text())
+    assert result["selection"] == {"method": "caruana", **options} and result["metric"] == "accuracy"
+    got = {m["trial_id"]: m["weight"] for m in result["members"]}
+    assert [got.get(e.trial_id, 0.0) for e in load_pool(exp)] == list(ens.weights_)
+
+
+def test_defaults_select_on_log_loss_with_the_task_metric_breaking_ties(exp):
+    result = build_ensemble(exp)
+    assert result["selection"] == {"method": "caruana", "size": 25, "metric": "log_loss", "tie_metric": "accuracy",
+                                   "sorted_init": 0, "bagging": 0, "bag_fraction": 0.5, "seed": 0}
+    assert result["size"] == 25 and result["metric"] == "accuracy"
+    # selecting on the task metric itself: log loss breaks its ties
+    assert build_ensemble(exp, metric="accuracy")["selection"]["tie_metric"] == "log_loss"
+    assert build_ensemble(exp, method="learned")["selection"] == {"method": "learned", "size": None}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metric", "f1"], "--metric 'f1': unknown metric; valid metrics: accuracy, log_loss, mae, r2, rmse, roc_auc"),
+    (["--tie-metric", "r2"], "--tie-metric r2: a regression metric, but this experiment is multiclass; use one of "
+                             "accuracy, log_loss, roc_auc"),
+    (["--method", "learned", "--bagging", "3", "--metric", "log_loss"], "--metric, --bagging only apply to --method caruana"),
+    (["--bag-fraction", "1.5"], "--bag-fraction must be in (0, 1], got 1.5"),
+    (["--sorted-init", "-1"], "--sorted-init must be >= 0, got -1"),
+    (["--size", "0"], "--size must be at least 1, got 0"),
+])
+def test_bad_options_are_one_line_with_exit_code_2(exp, capsys, args, message):
+    from mmsearch.cli import main
+
+    assert main(["ensemble", str(exp), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not ExperimentDir(exp).ensemble_file.exists()
+
+
+def test_a_metric_must_fit_the_problem_type():
+    from mmsearch.ensemble.options import Selection
+    from mmsearch.errors import MMSearchError
+
+    with pytest.raises(MMSearchError, match="--metric log_loss: a classification metric, but this experiment is "
+                                            "regression; use one of mae, r2, rmse"):
+        Selection(metric="log_loss").resolve("regression")
+    assert Selection().resolve("regression").metric == "r2"  # r2 and rmse rank blends alike: no smoother one
+    assert Selection().resolve("regression").tie_metric == "rmse"
+    assert Selection(metric="mae").resolve("regression").tie_metric == "r2"
+    with pytest.raises(MMSearchError, match="unknown ensemble option in \\['bags'\\]; valid: method, size"):
+        build_ensemble("/nowhere", bags=3)
+
+
+def test_score_table_of_a_file_from_before_the_options(exp):
+    from mmsearch.ensemble.build import format_scores
+
+    result = build_ensemble(exp)
+    assert format_scores(result).splitlines()[-1].startswith("selection: caruana on val log_loss (ties: accuracy), 25 steps")
+    del result["selection"]
+    assert "selection" not in format_scores(result) and "holdout accuracy" in format_scores(result)

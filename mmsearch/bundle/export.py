@@ -65,7 +65,9 @@ def export_bundle(exp_dir: str | Path, out: str | Path, *, log=print) -> Path:
             "metric": ensemble["metric"],
             "schema": schema,
             "preprocess": preprocess,
-            "ensemble": {k: ensemble[k] for k in ("method", "size", "selected_on", "pool", "scores")},
+            # "selection": how members were picked (absent from ensembles built before the options existed)
+            "ensemble": {k: ensemble[k] for k in ("method", "size", "selection", "selected_on", "pool", "scores")
+                         if k in ensemble},
             "members": members,
             "versions": {"python": sys.version.split()[0], **{p: _version(p) for p in PACKAGES}},
             "files": [f for m in members for f in (m["weights"], m["config_file"])],

@@ -9,6 +9,7 @@ copied experiment.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -21,27 +22,21 @@ from ..layout.checkpoint_dir import PARTS, CheckpointDir
 from ..layout.experiment_dir import ExperimentDir
 from ..search.pool import PoolEntry, read_pool, skipped_note
 from .blending import blend
-from .caruana import CaruanaEnsemble
-from .learned import LearnedWeightsEnsemble
+from .options import Selection
 
-METHODS = ("caruana", "learned")
-CARUANA_STEPS = 50
-# learned weights are all positive (softmax); a member under this share changes no prediction
-# noticeably but would cost a whole model at predict time, so it is dropped (and the rest renormalised)
-LEARNED_MIN_WEIGHT = 1e-3
-
-
-def build_ensemble(exp_dir: str | Path, *, size: int | None = None, method: str = "caruana") -> dict:
+def build_ensemble(exp_dir: str | Path, **options) -> dict:
     """Select members on val, score on holdout, write the experiment's ensemble file; return its
     content. Every failure a user can cause is an MMSearchError saying what, where and what to do.
 
-    size: Caruana's number of greedy steps (default 50); for learned weights, the most members
-    to keep (the largest weights, renormalised; default all above LEARNED_MIN_WEIGHT)."""
+    options: the fields of `Selection` (method, size, metric, tie_metric, sorted_init, bagging,
+    bag_fraction, seed); those not given take the defaults for the experiment's problem type. The
+    file records every option as resolved, under "selection"; "metric" stays the task metric, the
+    one the score table reports (the selection metric may differ)."""
     exp = ExperimentDir(exp_dir)
-    if method not in METHODS:
-        raise MMSearchError(f"--method {method!r}: use {' or '.join(METHODS)}")
-    if size is not None and size < 1:
-        raise MMSearchError(f"--size must be at least 1, got {size}")
+    valid = [f.name for f in dataclasses.fields(Selection)]
+    if unknown := sorted(set(options) - set(valid)):
+        raise MMSearchError(f"unknown ensemble option in {unknown}; valid: {', '.join(valid)}")
+    selection = Selection(**options)
     if not exp.data.is_dir():
         raise MMSearchError(f"{exp.path} is not an mmsearch experiment (no {exp.data.name}/ folder)")
     found = read_pool(exp.path)
@@ -53,14 +48,15 @@ def build_ensemble(exp_dir: str | Path, *, size: int | None = None, method: str 
         raise MMSearchError(f"{exp.path}: no trial has produced predictions yet; run or resume the search first")
     data = _prepared(exp)
     metric = pool[0].metric
+    selection = selection.resolve(data.schema.problem_type)
     truth = {part: _truth(data, part) for part in PARTS}
     preds = {part: [_predictions(e, part, data, exp) for e in pool] for part in truth}
     _check_metric_defined(metric, truth, preds, exp)
 
     try:  # the only place labels meet selection
-        weights = _select(method, size, metric, np.stack(preds["val"]), truth["val"])
+        weights = selection.weights(np.stack(preds["val"]), truth["val"])
     except ValueError as e:
-        raise MMSearchError(f"{exp.path}: {method} selection on val failed ({e})") from None
+        raise MMSearchError(f"{exp.path}: {selection.method} selection on val failed ({e})") from None
     members = [i for i in np.flatnonzero(weights)]
 
     def score(part: str, idx, w) -> float:
@@ -75,9 +71,10 @@ def build_ensemble(exp_dir: str | Path, *, size: int | None = None, method: str 
         "uniform": {"members": len(pool), **{p: score(p, everyone, uniform) for p in truth}},
     }
     result = {
-        "method": method,
-        "size": size if size is not None else (CARUANA_STEPS if method == "caruana" else None),
-        "metric": metric,
+        "method": selection.method,
+        "size": selection.size,
+        "metric": metric,  # the task metric: what the scores report
+        "selection": selection.record(),  # how members were picked (selection metric, ties, init, bagging)
         "selected_on": "val",
         "rows": {p: int(len(truth[p])) for p in truth},
         "pool": len(pool),
@@ -109,25 +106,13 @@ def format_scores(result: dict) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"{'':<{width}}  {'val ' + m:>16}  {'holdout ' + m:>16}   (members chosen on val only)"]
     lines += [f"{name:<{width}}  {row['val']:>16.4f}  {row['holdout']:>16.4f}" for name, row in rows]
+    if "selection" in result:  # files written before the options existed have none
+        lines.append(f"selection: {Selection(**result['selection']).describe()}")
     return "\n".join(lines)
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _select(method: str, size: int | None, metric: str, val: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Member weights [M] (zeros for trials left out), fitted on val only."""
-    if method == "caruana":
-        return CaruanaEnsemble(metric=metric, size=size or CARUANA_STEPS).fit(val, y).weights_
-    w = LearnedWeightsEnsemble(metric=metric).fit(val, y).weights_
-    keep = w >= LEARNED_MIN_WEIGHT
-    if size is not None:
-        keep &= w >= np.sort(w)[::-1][min(size, len(w)) - 1]
-    if not keep.any():
-        keep[np.argmax(w)] = True
-    w = np.where(keep, w, 0.0)
-    return w / w.sum()
 
 
 def _prepared(exp: ExperimentDir):
