@@ -223,3 +223,11 @@ def test_cli_without_config_trains_with_the_defaults_and_keeps_set_keys(syntheti
     for key in ("train.patience", "optim.head_lr_mult", "tricks.soup.enabled", "tricks.lr_warmup.enabled"):
         assert resolved[key] == expected[key], key  # chosen, and kept in the resolved config
     assert np.load(tmp_path / "run" / "final" / "preds_val.npy").shape[1] == 3
+
+
+@pytest.mark.parametrize("name", ["bag_of_tricks", "demo"])
+def test_shipped_spaces_search_the_multiplier_from_1(name):
+    from mmsearch.search.space import SearchSpace
+
+    dim = next(d for d in SearchSpace.load(f"search_spaces/{name}.yaml").dims if d.key == "optim.head_lr_mult")
+    assert dim.kind == "loguniform" and dim.args[0] == 1.0  # 1: the one-lr setting stays in reach
