@@ -49,8 +49,9 @@ def cmd_train(args) -> int:
     from .train.run import run_local, run_ray
 
     source, label = _table(args)
+    explicit = _overrides(args.set)
     cfg = TrialConfig.load(args.config) if args.config else TrialConfig.from_flat({})
-    cfg = cfg.with_overrides(_overrides(args.set))  # every key checked before any output
+    cfg = cfg.with_overrides(explicit)  # every key checked before any output
     out = Path(args.out)
     data_dir = out / "data"
     if data_dir.is_dir():
@@ -64,6 +65,14 @@ def cmd_train(args) -> int:
     print(f"[mmsearch] {data.schema.problem_type}, {len(data.table)} rows "
           f"(train {len(data.split['train'])} / val {len(data.split['val'])} / holdout {len(data.split['holdout'])}); "
           + "; ".join(f"{r}: {', '.join(c)}" for r, c in roles.items() if c))
+    if not args.config:  # a first trial sized to the table; --set keys stay as set
+        import torch
+
+        from . import defaults
+
+        chosen = defaults.for_table(data, explicit, gpu=args.gpus or (args.workers <= 1 and torch.cuda.is_available()))
+        cfg = cfg.with_overrides(defaults.as_overrides(chosen))
+        print(f"[mmsearch] {defaults.describe(chosen, len(data.table))}")
     cfg.save(TrialRunDir(out).config_file)
     start = time.perf_counter()
     trial = cfg.to_flat(relevant_only=False)
@@ -210,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one trial (no search) and print its val and holdout scores")
     data_options(t)
-    t.add_argument("--config", help="trial config (YAML/JSON, flat dotted keys or nested); defaults otherwise")
+    t.add_argument("--config", help="trial config (YAML/JSON, flat dotted keys or nested); without it, defaults sized to "
+                   "the table (epochs, image size, early stopping, head lr; printed, and kept in OUT/config.json)")
     t.add_argument("--out", required=True, help="output directory (rerun with the same --out to resume)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     t.add_argument("--workers", type=int, default=1, help=">1: Ray Train DDP workers on this machine or --address")

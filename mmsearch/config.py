@@ -74,6 +74,14 @@ class OptimConfig:
     weight_decay: float = 1e-3
     batch_size: int = 32          # effective (global) batch; split evenly across DDP workers
     schedule: Literal["cosine", "constant"] = "cosine"
+    # lr of the fresh parameters (not loaded from pretrained weights: fusion, adapters, heads, a
+    # tower trained from scratch such as the FT-Transformer, learned missing inputs) = lr * this;
+    # pretrained towers train at lr (see train/optim.py). Composes with the tricks' lr scales
+    head_lr_mult: float = 1.0
+
+    def __post_init__(self):
+        if not self.head_lr_mult > 0:
+            raise ConfigError(f"optim.head_lr_mult={self.head_lr_mult}: must be > 0 (1: every parameter at optim.lr)")
 
     def worker_batch(self, world_size: int) -> int:
         """Rows per training step on each of world_size workers."""
@@ -92,10 +100,13 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     loader_workers: int = 0       # DataLoader worker processes per training worker
     max_steps_per_epoch: int = 0  # 0: whole epochs; >0 caps steps (smoke runs, benchmarks)
+    patience: int = 0             # >0: stop after this many epochs without a val improvement (train/stopping.py)
 
     def __post_init__(self):
         if self.epochs < 1:
             raise ConfigError(f"train.epochs={self.epochs}: a trial trains at least 1 epoch")
+        if self.patience < 0:
+            raise ConfigError(f"train.patience={self.patience}: use 0 (no early stopping) or a number of epochs")
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,8 @@ def test_cli_train_prints_val_and_holdout(synthetic_table, tiny, tmp_path):
     assert "val accuracy:" in r.stdout and "holdout accuracy:" in r.stdout
     resolved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert resolved["tricks.grad_clip.enabled"] and resolved["model.image"] == "timm"
+    # with a config, the size-aware defaults of a config-less run stay out of it
+    assert "no --config" not in r.stdout and resolved["optim.head_lr_mult"] == 1.0 and resolved["train.patience"] == 0
 
 
 @pytest.mark.parametrize("args,message", [

@@ -24,7 +24,7 @@ from ..data.prepare import PreparedData
 from ..losses import task_loss
 from ..models.model import build_model
 from ..tricks import TrainState, build_tricks, row_hooks
-from . import checkpoint
+from . import checkpoint, stopping
 from .evaluate import autocast, predict, to_device
 from .fit_once import fit_once
 from .optim import base_schedule, make_optimizer, param_specs
@@ -110,7 +110,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     specs = param_specs(model, cfg.optim.weight_decay)
     for t in tricks:
         specs = t.param_groups(specs, state)
-    optimizer = make_optimizer(specs, cfg.optim.lr)
+    optimizer = make_optimizer(specs, cfg.optim.lr, cfg.optim.head_lr_mult)
     schedule = base_schedule(cfg.optim.schedule, state.total_steps)
     for t in tricks:
         schedule = t.lr_schedule(schedule, state.total_steps)
@@ -129,7 +129,8 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
 
     ddp_model = ctx.prepare_model(model)
 
-    # -- epochs: one report each; the last one, after after_fit, is the final report ---------------
+    # -- epochs: one report each; the last one (train.epochs, or an early stop), after after_fit,
+    # is the final report --------------------------------------------------------------------------
     for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
         state.epoch = epoch
         t0 = time.perf_counter()
@@ -158,7 +159,10 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
         history.append(row)  # the epoch's own weights: the learning curve
         _say(ctx, f"epoch {epoch}/{cfg.train.epochs}  train_loss {train_loss:.4f}  val_{metric} {row[f'val_{metric}']:.4f}  "
                   f"val_loss {losses['val']:.4f}  ({row['epoch_time_s']:.1f} s)")
-        if epoch < cfg.train.epochs:
+        stopped = epoch < cfg.train.epochs and stopping.stop_early(history, cfg.train.patience, ctx.device)
+        if stopped:
+            _say(ctx, f"early stop: no val improvement in {cfg.train.patience} epochs (best: epoch {stopping.best_epoch(history)})")
+        if epoch < cfg.train.epochs and not stopped:
             report = {**row, "final": False}
             trainer = {"epoch": epoch, "step": state.step, "history": history, "finished": False}
             resume_state = dict(optimizer=optimizer, scheduler=scheduler, tricks=tricks)
@@ -168,7 +172,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
             final = {}
             for part in EVAL_PARTS:
                 preds[part], final[f"{part}_loss"], final[f"{part}_{metric}"], final[f"{part}_score"] = evaluate(model, part)
-            report = {**row, **final, "final": True, "world_size": ctx.world_size, **state.info}
+            report = {**row, **final, "final": True, "stopped_early": stopped, "world_size": ctx.world_size, **state.info}
             _say(ctx, f"final  val_{metric} {report[f'val_{metric}']:.4f}  holdout_{metric} {report[f'holdout_{metric}']:.4f}")
             trainer = {"epoch": epoch, "step": state.step, "history": history, "finished": True, "final_metrics": report}
             resume_state = {}  # a finished run is never trained further
@@ -177,6 +181,8 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
             ckpt = checkpoint.write(ctx.scratch_dir(), model=model, preds=preds, trainer=trainer,
                                     config=cfg.to_flat(), **resume_state)
         ctx.report(report, ckpt)
+        if report["final"]:
+            break
     return report
 
 

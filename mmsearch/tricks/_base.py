@@ -47,12 +47,16 @@ class Stage(IntEnum):
 @dataclass
 class ParamSpec:
     """One trainable parameter and how the optimizer treats it. `depth` counts layers from the
-    output: fusion and heads 0, an encoder's top block 1, ..., its embeddings deepest."""
+    output: fusion and heads 0, an encoder's top block 1, ..., its embeddings deepest. `fresh`:
+    not loaded from pretrained weights (fusion, heads, a tower trained from scratch, a learned
+    missing input, a trick's own parameters); the optimizer's lr of a parameter is
+    optim.lr * lr_scale, times optim.head_lr_mult when fresh."""
     name: str
     param: nn.Parameter
     depth: int
     weight_decay: float
     lr_scale: float = 1.0
+    fresh: bool = False
 
 
 @dataclass

@@ -35,7 +35,7 @@ class ModalityHeads(nn.Module):
         """Specs for the heads' parameters at depth 0 (with the fusion head), weight decay as the
         model's weights (biases none)."""
         decay = max((p.weight_decay for p in params), default=0.0)
-        return [ParamSpec(f"{prefix}.{name}", p, depth=0, weight_decay=decay if p.ndim > 1 else 0.0)
+        return [ParamSpec(f"{prefix}.{name}", p, depth=0, weight_decay=decay if p.ndim > 1 else 0.0, fresh=True)
                 for name, p in self.named_parameters()]
 
     def average_gradients(self, state: TrainState) -> None:

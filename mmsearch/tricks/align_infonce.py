@@ -61,7 +61,7 @@ class InfoNCEAlignment(Trick):
     def param_groups(self, params, state):
         # built afresh for each run (a resume restores its value through load_state_dict)
         self.log_scale = nn.Parameter(torch.tensor(math.log(INIT_LOGIT_SCALE), device=state.device))
-        return [*params, ParamSpec(f"{self.name}.log_scale", self.log_scale, depth=0, weight_decay=0.0)]
+        return [*params, ParamSpec(f"{self.name}.log_scale", self.log_scale, depth=0, weight_decay=0.0, fresh=True)]
 
     def on_loss(self, loss, out, batch, state):
         features = {m: (f, present(batch, m)) for m, f in out.features.items()}

@@ -65,6 +65,16 @@ class Encoder(nn.Module):
     # module paths of the towers that count their own LLRD depths; a parameter belongs to the
     # first tower whose path contains it ("": the whole encoder)
     towers: ClassVar[tuple[str, ...]] = ("",)
+    # True: the weights start random (the FT-Transformer; a backbone configured without its
+    # pretrained weights), so every parameter is fresh (see fresh_parameters)
+    from_scratch: bool = False
+
+    def fresh_parameters(self) -> set[str]:
+        """Trainable parameter names not loaded from pretrained weights: all of them when the
+        encoder trains from scratch, else the learned missing-input representations (new tensors
+        standing in for the tower's output). optim.head_lr_mult scales their lr (train/optim.py)."""
+        return {n for n, p in self.named_parameters()
+                if p.requires_grad and (self.from_scratch or n.rsplit(".", 1)[-1].startswith(LEARNED_MISSING))}
 
     # -- the two halves of forward, for frozen towers whose encodings are cached (models/frozen.py):
     # forward(batch) == {m: finish(m, *encoded) for m, encoded in encode(batch).items()} when the

@@ -126,12 +126,14 @@ class OpenClip(OpenClipPair):
 
     def __init__(self, ctx: BuildContext, model_name: str, pretrained: str):
         super().__init__(ctx, model_name, pretrained)
+        self.from_scratch = not pretrained
 
 
 @register_encoder
 class ClipTiny(OpenClipPair):
     """A tiny random CLIP (2-layer ViT, 2-layer text tower): tests and smoke runs only."""
     name = "clip_tiny"
+    from_scratch = True
 
     @dataclass(frozen=True)
     class Config:
@@ -183,6 +185,12 @@ class ClipLite0MiniLM(OpenClipPair):
                          force_preprocess_cfg={"mean": (0.5,) * 3, "std": (0.5,) * 3})
         if load and self.model.visual is not None:
             self.model.visual.trunk.load_state_dict(lite0_packaged_state_dict(self.model.visual.trunk))
+        self.from_scratch = not pretrained
+
+    def fresh_parameters(self) -> set[str]:
+        """Also the two projections to embed_dim: new random layers, as the fusion's adapters."""
+        projections = ("model.visual.head.proj.", "model.text.proj.")
+        return super().fresh_parameters() | {n for n, p in self.named_parameters() if p.requires_grad and n.startswith(projections)}
 
     def layer_depths(self) -> dict[str, int]:
         """The text tower by the module structure (projection 1, last block 2, ...); the Lite0

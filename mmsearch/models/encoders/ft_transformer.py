@@ -20,6 +20,7 @@ class FTTransformerEncoder(Encoder):
     own, trained like any other category's, which already is a learned missing category."""
     name = "ft_transformer"
     modality = "tabular"
+    from_scratch = True  # no pretrained weights: the whole tower is fresh (optim.head_lr_mult)
 
     @dataclass(frozen=True)
     class Config:  # rtdl's defaults for 3 blocks

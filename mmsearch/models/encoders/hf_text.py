@@ -132,6 +132,7 @@ class MiniLM(HFTextEncoder):
 class TinyText(HFTextEncoder):
     """A small random BERT with MiniLM's tokenizer: for tests and smoke runs, no download."""
     name = "tiny_text"
+    from_scratch = True
 
     @dataclass(frozen=True)
     class Config:

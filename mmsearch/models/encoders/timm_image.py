@@ -133,6 +133,7 @@ class Timm(TimmImageEncoder):
         trunk = timm.create_model(model_name, pretrained=pretrained and ctx.pretrained, num_classes=0, **kwargs)
         cfg = timm.data.resolve_data_config({}, model=trunk)
         super().__init__(ctx, trunk, cfg["mean"], cfg["std"], cfg["input_size"][-1])
+        self.from_scratch = not pretrained
 
 
 @register_encoder
@@ -153,6 +154,7 @@ class Lite0(TimmImageEncoder):
         if pretrained and ctx.pretrained:
             trunk.load_state_dict(lite0_packaged_state_dict(trunk))
         super().__init__(ctx, trunk, (0.5,) * 3, (0.5,) * 3, 224)
+        self.from_scratch = not pretrained
 
 
 def lite0_packaged_state_dict(trunk: nn.Module) -> dict[str, torch.Tensor]:
