@@ -1,7 +1,8 @@
 """`mmsearch demo`: the whole job on real data, offline after the first fetch, on a CPU.
 
-emoji (image + text + tabular) -> a small search (search_spaces/demo.yaml: the packaged Lite0,
-MiniLM and FT-Transformer, TPE + ASHA) -> a Caruana ensemble chosen on val -> an exported bundle
+emoji (image + text + tabular) -> a small search (search_spaces/auto.yaml, the default space: the
+packaged Lite0, MiniLM and FT-Transformer; tree and frozen-tower members first, then fine-tuned
+ones; TPE + ASHA) -> a Caruana ensemble chosen on val -> an exported bundle
 -> the bundle's predictions on the test (holdout) rows -> one table. Rerunning it with the same
 --out continues an interrupted demo (finished trials are kept) and rebuilds the rest.
 """
@@ -15,7 +16,7 @@ from .layout.experiment_dir import ExperimentDir
 from .search.pool import read_pool, skipped_note
 from .search.status import tricks_on
 
-SPACE = Path(__file__).parent / "search_spaces" / "demo.yaml"
+SPACE = Path(__file__).parent / "search_spaces" / "auto.yaml"
 STEPS = 5
 
 
@@ -23,7 +24,7 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def run_demo(out: str | Path = "runs/demo", *, trials: int = 6, table=None, space: str | Path = SPACE, log=_say) -> dict:
+def run_demo(out: str | Path = "runs/demo", *, trials: int = 8, table=None, space: str | Path = SPACE, log=_say) -> dict:
     """table: a mmsearch.datasets.TableDataset (default: emoji); space: the search space file."""
     from . import datasets
     from .bundle.export import export_bundle
