@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one trial (no search) and print its val and holdout scores")
     data_options(t)
     t.add_argument("--config", help="trial config (YAML/JSON, flat dotted keys or nested); without it, defaults sized to "
-                   "the table (epochs, image size, early stopping, head lr; printed, and kept in OUT/config.json)")
+                   "the table (epochs, image size, early stopping, head lr; printed, and kept in the run's resolved config)")
     t.add_argument("--out", required=True, help="output directory (rerun with the same --out to resume)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     t.add_argument("--workers", type=int, default=1, help=">1: Ray Train DDP workers on this machine or --address")

@@ -16,8 +16,9 @@ PACKAGE = Path(mmsearch.__file__).parent
 LAYOUT = "layout/checkpoint_dir.py", "layout/experiment_dir.py"
 BUNDLE = "bundle/export.py", "bundle/manifest.py"  # the bundle is a layout of its own
 PREPARED = ("data/prepare.py",)                     # so is the prepared data directory
+FEATURE_CACHE = ("data/feature_cache.py",)          # and the frozen towers' cache inside it (data/features/)
 OWNERS = {
-    "trainer.json": LAYOUT, "preds_{": LAYOUT, ".npy": LAYOUT, "optimizer.pt": LAYOUT, "tricks.pt": LAYOUT, "metrics.jsonl": LAYOUT,
+    "trainer.json": LAYOUT, "preds_{": LAYOUT, ".npy": LAYOUT + FEATURE_CACHE, "progress.json": FEATURE_CACHE, "optimizer.pt": LAYOUT, "tricks.pt": LAYOUT, "metrics.jsonl": LAYOUT,
     "epoch_{": LAYOUT, '"checkpoints"': LAYOUT, "experiment.json": LAYOUT, "space.yaml": LAYOUT,
     "ensemble.json": LAYOUT, "model.safetensors": LAYOUT + BUNDLE, "config.json": LAYOUT + BUNDLE,
     "manifest.json": BUNDLE, "schema.json": PREPARED, "preprocess.json": PREPARED, "split.json": PREPARED,
