@@ -2,13 +2,15 @@
 
 The keys are RowDataset's (data/dataset.py): image + image_mask [B, n_img]; text_ids / text_attn +
 text_mask [B]; num + num_mask [B, n_num]; cat [B, n_cat] (0 = the reserved missing category);
-label; index.
+label; index. With a frozen tower's cached encodings (data/feature_cache.py) a batch carries
+encoded_<modality> [B, n, d] instead of that modality's images / token ids (its mask stays).
 """
 from __future__ import annotations
 
 import torch
 
 MODALITIES = ("image", "text", "tabular")
+ENCODED = "encoded_"  # + modality: a frozen tower's cached encodings of the batch's rows
 
 
 def carried(batch: dict) -> list[str]:

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from .batch import ENCODED
 from .images import load_image
 from .prepare import PreparedData
 from .row import Row, TrainColumns
@@ -107,7 +108,7 @@ class RowDataset(Dataset):
         item = {} if self.labels is None else {"label": self.labels[i]}
         item.update(index=self.index[i], num=self.num[i], num_mask=self.num_mask[i], cat=self.cat[i])
         for m, encoded in self.encodings.items():
-            item[f"encoded_{m}"] = torch.from_numpy(np.array(encoded[int(self.index[i])]))
+            item[f"{ENCODED}{m}"] = torch.from_numpy(np.array(encoded[int(self.index[i])]))
         if (paths := self.image_paths[i]) and "image" in self.encodings:
             item["image_mask"] = torch.tensor([p is not None for p in paths])
         elif paths:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..config import NONE, TrialConfig
+from ..data.batch import ENCODED
 from ..data.view import TableView
 from ..errors import ConfigError
 from ..registry import ENCODERS, FUSIONS
@@ -14,8 +15,6 @@ from ..tricks import build_tricks
 from .encoders import BuildContext, Encoder
 from .frozen import apply_finetune
 from .fusion import ModelOutput
-
-ENCODED = "encoded_"  # batch key prefix of a frozen encoder's cached encodings (data/feature_cache.py)
 
 
 class MultimodalModel(nn.Module):
