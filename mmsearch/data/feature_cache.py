@@ -42,10 +42,12 @@ def cache_key(slot: str, encoder, view, image_size: int, max_text_len: int) -> s
             "image_size": image_size, "max_text_len": max_text_len, "rendered": list(view.rendered),
             "template": view.template, "fields_first": view.fields_first, "excluded": sorted(view.excluded)}
     h.update(json.dumps(spec, sort_keys=True).encode())
-    for name, tensor in sorted(encoder.state_dict().items()):
-        if not name.startswith("missing_"):  # learned, not part of the frozen encoding
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    # the frozen weights and the buffers; a parameter that trains (a learned missing input) is
+    # applied after the cached encoding (Encoder.finish), so it is not part of it
+    frozen = [(n, t) for n, t in encoder.named_parameters() if not t.requires_grad] + list(encoder.named_buffers())
+    for name, tensor in sorted(frozen, key=lambda item: item[0]):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:20]
 
 
