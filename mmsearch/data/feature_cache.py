@@ -40,7 +40,7 @@ def cache_key(slot: str, encoder, view, image_size: int, max_text_len: int) -> s
     h = hashlib.sha256()
     spec = {"version": VERSION, "slot": slot, "encoder": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
             "image_size": image_size, "max_text_len": max_text_len, "rendered": list(view.rendered),
-            "template": view.template, "fields_first": view.fields_first, "excluded": sorted(view.excluded)}
+            "template": view.template, "fields_first": view.fields_first}  # (which other modalities a trial reads: no matter)
     h.update(json.dumps(spec, sort_keys=True).encode())
     # the frozen weights and the buffers; a parameter that trains (a learned missing input) is
     # applied after the cached encoding (Encoder.finish), so it is not part of it
