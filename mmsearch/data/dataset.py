@@ -71,13 +71,11 @@ class RowDataset(Dataset):
         self._cache: dict[str, np.ndarray] | None = {} if n_bytes <= IMAGE_CACHE_BYTES else None
         self._text_parts = view.text_parts(rows) if tokenize is not None or "text" in self.encodings else None
         self._join_text = view.join_text
-        if self._text_parts is not None and "text" in self.encodings:
-            self.text_ids = self.text_attn = None
-            self.text_mask = torch.tensor([bool(view.join_text(fields, free)) for fields, free in self._text_parts])
-        elif self._text_parts is not None:
+        if self._text_parts is not None:
             texts = [view.join_text(fields, free) for fields, free in self._text_parts]
-            self.text_ids, self.text_attn = tokenize(texts)
             self.text_mask = torch.tensor([bool(t) for t in texts])
+            # cached encodings: only which texts are present, no tokens
+            self.text_ids, self.text_attn = (None, None) if "text" in self.encodings else tokenize(texts)
         else:
             self.text_ids = self.text_attn = self.text_mask = None
         self._hooks: list[RowHook] = []

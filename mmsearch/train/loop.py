@@ -96,7 +96,9 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
                               drop_last=len(sets["train"]) > batch, generator=worker_seeds, **loader_args)
     eval_loaders = {part: DataLoader(sets[part], batch_size=cfg.optim.eval_batch(ctx.world_size), **loader_args) for part in EVAL_PARTS}
     if model.fusion.fits_itself:  # trees: one fit instead of epochs
-        return fit_once(model, cfg, ctx, evaluate=evaluate, train_loader=rows_loader(train_rows), val_loader=eval_loaders["val"],
+        # (no trick: the training set has no augmentation, so it is read as it is, in eval batches)
+        train_rows_loader = DataLoader(sets["train"], batch_size=cfg.optim.eval_batch(ctx.world_size), **loader_args)
+        return fit_once(model, cfg, ctx, evaluate=evaluate, train_loader=train_rows_loader, val_loader=eval_loaders["val"],
                         problem=problem, metric=metric, say=lambda message: _say(ctx, message))
 
     train_loader = ctx.prepare_loader(train_loader)  # under DDP: this worker's shard

@@ -63,14 +63,18 @@ class LightGBMFusion(Fusion):
         self.register_buffer("_device", torch.zeros(0), persistent=False)  # where the logits go
 
     # -- features -------------------------------------------------------------------------------
-    def features(self, outputs, batch) -> np.ndarray:
-        """[B, F]: each modality's pooled encoding (sorted by modality), the numbers (NaN where
-        missing) and the category ids."""
-        parts = [self._reduced(m, outputs[m].pooled.float().cpu().numpy().astype(np.float64)) for m in self.modalities]
-        num = batch["num"].float().cpu().numpy().copy()
-        num[~batch["num_mask"].cpu().numpy()] = np.nan
-        parts += [num, batch["cat"].cpu().numpy().astype(np.float64)]
-        return np.concatenate([p.astype(np.float64) for p in parts], axis=1)
+    def features(self, pooled: dict[str, np.ndarray], num: np.ndarray, num_mask: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """[B, F]: each modality's pooled encoding [B, d] (sorted by modality; reduced once
+        fit_reduction ran), the numbers (NaN where missing) and the category ids."""
+        num = np.where(num_mask, num.astype(np.float64), np.nan)
+        parts = [self._reduced(m, pooled[m]) for m in self.modalities] + [num, cat.astype(np.float64)]
+        return np.concatenate(parts, axis=1)
+
+    @staticmethod
+    def inputs(outputs, batch) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+        """What features() reads, as arrays: (modality -> pooled float64 [B, d], num, num_mask, cat)."""
+        pooled = {m: out.pooled.float().cpu().numpy().astype(np.float64) for m, out in outputs.items()}
+        return pooled, batch["num"].float().cpu().numpy(), batch["num_mask"].cpu().numpy(), batch["cat"].cpu().numpy()
 
     def _reduced(self, m: str, x: np.ndarray) -> np.ndarray:
         components = getattr(self, f"pca_components_{m}")
@@ -88,9 +92,6 @@ class LightGBMFusion(Fusion):
             _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
             setattr(self, f"pca_mean_{m}", torch.as_tensor(mean, dtype=torch.float32))
             setattr(self, f"pca_components_{m}", torch.as_tensor(vt[:k], dtype=torch.float32))
-
-    def n_categorical(self, batch) -> int:
-        return batch["cat"].shape[1]
 
     # -- fit and predict ------------------------------------------------------------------------
     def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *, n_cat: int,
@@ -119,7 +120,7 @@ class LightGBMFusion(Fusion):
             import lightgbm as lgb
 
             self._booster = lgb.Booster(model_str=bytes(self.booster_text.cpu().numpy()).decode())
-        p = np.asarray(self._booster.predict(self.features(outputs, batch)), dtype=np.float64)
+        p = np.asarray(self._booster.predict(self.features(*self.inputs(outputs, batch))), dtype=np.float64)
         if self.n_out == 1:
             logits = p.reshape(-1, 1)
         else:
