@@ -38,8 +38,11 @@ CHUNK_ROWS = 1024  # rows encoded between two progress saves
 
 def cache_key(slot: str, encoder, view, image_size: int, max_text_len: int) -> str:
     h = hashlib.sha256()
+    # only the inputs the slot reads: a text tower's encodings do not change with the image size
+    # (a text-only trial has none) and an image tower's do not with the text length
     spec = {"version": VERSION, "slot": slot, "encoder": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
-            "image_size": image_size, "max_text_len": max_text_len, "rendered": list(view.rendered),
+            "image_size": image_size if slot != "text" else 0, "max_text_len": max_text_len if slot != "image" else 0,
+            "rendered": list(view.rendered),
             "template": view.template, "fields_first": view.fields_first}  # (which other modalities a trial reads: no matter)
     h.update(json.dumps(spec, sort_keys=True).encode())
     # the frozen weights and the buffers; a parameter that trains (a learned missing input) is

@@ -1,6 +1,6 @@
-"""The gradient-free path of a trial: a fusion that fits itself (fusion.lightgbm: trees) gets the
-features of every training and val row once, fits on them (early-stopped on val), and is reported
-and checkpointed like a neural trial's final epoch, so the pool, the ensemble and the bundle take
+"""The gradient-free path of a trial: a fusion that fits itself (fusion.lightgbm: trees;
+fusion.linear: a probe) gets the features of every training and val row once, fits on them
+(early-stopped or regularized on val), and is reported and checkpointed like a neural trial's final epoch, so the pool, the ensemble and the bundle take
 it as any other member."""
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def fit_once(model, cfg, ctx, *, evaluate, train_loader, val_loader, problem: st
         return trainer["final_metrics"]
     t0 = time.perf_counter()
     train, val = _inputs(model, train_loader, ctx.device), _inputs(model, val_loader, ctx.device)
-    if hasattr(model.fusion, "fit_reduction"):  # reductions of the towers' encodings, on the training rows only
-        model.fusion.fit_reduction(train["pooled"])
+    # input transforms (the trees' PCA of each tower, the probe's one-hot widths): training rows only
+    model.fusion.fit_inputs(train["pooled"], train["num"], train["num_mask"], train["cat"])
     x, y = model.fusion.features(train["pooled"], train["num"], train["num_mask"], train["cat"]), train["label"]
     x_val, y_val = model.fusion.features(val["pooled"], val["num"], val["num_mask"], val["cat"]), val["label"]
     n_cat = train["cat"].shape[1]  # the categorical columns come last

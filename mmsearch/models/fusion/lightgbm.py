@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
-from . import Fusion, ModelOutput, register_fusion
+from . import register_fusion
+from ._fitted import FittedFusion
 
 
 @register_fusion
-class LightGBMFusion(Fusion):
+class LightGBMFusion(FittedFusion):
     """The pretrained towers are frozen (whatever model.finetune says) and read from the feature
     cache; the tabular columns go to the trees as they are (standardized numbers, missing ones as
     NaN; category ids as categorical features), so no tabular encoder is built. Not trained by
@@ -29,9 +29,6 @@ class LightGBMFusion(Fusion):
     Logits: log-probabilities (classification: the loop's softmax gives back LightGBM's
     probabilities) or the predicted value (regression, on the standardized target)."""
     name = "lightgbm"
-    reads = "pooled"
-    fits_itself = True
-    reads_raw_tabular = True
 
     @dataclass(frozen=True)
     class Config:
@@ -51,30 +48,19 @@ class LightGBMFusion(Fusion):
     def __init__(self, dims, n_out, **params):
         super().__init__(dims, n_out)
         self.params = params
-        self.n_out = n_out
-        self.head = nn.Identity()  # the contract's head: the trees' output is already the logits
-        self.fused_dim = n_out
-        self.feature_dim = 0
         self.register_buffer("booster_text", torch.zeros(0, dtype=torch.uint8))
         for m in self.modalities:  # PCA of each tower's encoding: mean [d], components [k, d] (empty: not reduced)
             self.register_buffer(f"pca_mean_{m}", torch.zeros(0))
             self.register_buffer(f"pca_components_{m}", torch.zeros(0))
         self._booster = None
-        self.register_buffer("_device", torch.zeros(0), persistent=False)  # where the logits go
 
     # -- features -------------------------------------------------------------------------------
     def features(self, pooled: dict[str, np.ndarray], num: np.ndarray, num_mask: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """[B, F]: each modality's pooled encoding [B, d] (sorted by modality; reduced once
-        fit_reduction ran), the numbers (NaN where missing) and the category ids."""
+        fit_inputs ran), the numbers (NaN where missing) and the category ids."""
         num = np.where(num_mask, num.astype(np.float64), np.nan)
         parts = [self._reduced(m, pooled[m]) for m in self.modalities] + [num, cat.astype(np.float64)]
         return np.concatenate(parts, axis=1)
-
-    @staticmethod
-    def inputs(outputs, batch) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-        """What features() reads, as arrays: (modality -> pooled float64 [B, d], num, num_mask, cat)."""
-        pooled = {m: out.pooled.float().cpu().numpy().astype(np.float64) for m, out in outputs.items()}
-        return pooled, batch["num"].float().cpu().numpy(), batch["num_mask"].cpu().numpy(), batch["cat"].cpu().numpy()
 
     def _reduced(self, m: str, x: np.ndarray) -> np.ndarray:
         components = getattr(self, f"pca_components_{m}")
@@ -82,10 +68,10 @@ class LightGBMFusion(Fusion):
             return x
         return (x - getattr(self, f"pca_mean_{m}").double().numpy()) @ components.double().numpy().T
 
-    def fit_reduction(self, outputs_train: dict[str, np.ndarray]) -> None:
-        """PCA of each tower's training encodings [N, d] (before fit; features() then reduces)."""
+    def fit_inputs(self, pooled, num, num_mask, cat) -> None:
+        """PCA of each tower's training encodings [N, d] (features() then reduces)."""
         k = self.params["embed_dims"]
-        for m, x in outputs_train.items():
+        for m, x in pooled.items():
             if not k or x.shape[1] <= k:
                 continue
             mean = x.mean(0)
@@ -113,27 +99,18 @@ class LightGBMFusion(Fusion):
         self._booster = None
         return {"trees": int(booster.best_iteration), "features": int(x.shape[1])}
 
-    def forward(self, outputs, batch) -> ModelOutput:
+    def predict_array(self, x: np.ndarray) -> np.ndarray:
         if self._booster is None:
             if self.booster_text.numel() == 0:
                 raise RuntimeError("the lightgbm member has not been fitted")
             import lightgbm as lgb
 
             self._booster = lgb.Booster(model_str=bytes(self.booster_text.cpu().numpy()).decode())
-        p = np.asarray(self._booster.predict(self.features(*self.inputs(outputs, batch))), dtype=np.float64)
+        p = np.asarray(self._booster.predict(x), dtype=np.float64)
         if self.n_out == 1:
-            logits = p.reshape(-1, 1)
-        else:
-            probs = np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
-            logits = np.log(np.clip(probs, 1e-12, 1.0))
-        logits = torch.as_tensor(logits, dtype=torch.float32, device=self._device.device)
-        return ModelOutput(logits=logits, features={}, fused=logits)
+            return p.reshape(-1, 1)
+        probs = np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
+        return np.log(np.clip(probs, 1e-12, 1.0))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # the fitted buffers' shapes are the fit's (booster length, PCA sizes), not the freshly
-        # built (empty) ones'
-        for name, _ in self.named_buffers(recurse=False):
-            if prefix + name in state_dict and name != "_device":
-                setattr(self, name, state_dict[prefix + name].clone())
+    def _loaded(self) -> None:
         self._booster = None
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
