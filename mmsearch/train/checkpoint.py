@@ -3,13 +3,20 @@
 goes, and the numpy / JSON parts, are mmsearch.layout.checkpoint_dir's."""
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import MMSearchError
 from ..layout.checkpoint_dir import CheckpointDir
+
+
+class CheckpointWriteError(MMSearchError):
+    """A checkpoint could not be written (a full disk): the run stops; the previous one stays valid."""
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
@@ -24,16 +31,27 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 def write(directory: Path, *, model, trainer: dict, preds: dict[str, np.ndarray], config: dict, optimizer=None,
           scheduler=None, tricks=()) -> Path:
     """config: the resolved flat trial config. The trainer state goes last: its presence marks
-    the checkpoint complete."""
+    the checkpoint complete. `directory` is a scratch directory that the run commits into place
+    afterwards, so a write that fails (a full disk) leaves the previous checkpoint as it was: the
+    scratch is removed and the error says what to do."""
     ckpt = CheckpointDir(directory)
-    ckpt.path.mkdir(parents=True, exist_ok=True)
-    save_weights(model, ckpt.weights)
-    ckpt.write_predictions(preds)
-    ckpt.write_config(config)
-    if optimizer is not None:
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, ckpt.optimizer_file)
-        torch.save({t.name: t.state_dict() for t in tricks}, ckpt.tricks_file)
-    ckpt.write_trainer(trainer)
+    try:
+        ckpt.path.mkdir(parents=True, exist_ok=True)
+        save_weights(model, ckpt.weights)
+        ckpt.write_predictions(preds)
+        ckpt.write_config(config)
+        if optimizer is not None:
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, ckpt.optimizer_file)
+            torch.save({t.name: t.state_dict() for t in tricks}, ckpt.tricks_file)
+        ckpt.write_trainer(trainer)
+    except OSError as e:
+        shutil.rmtree(ckpt.path, ignore_errors=True)  # what it took of the disk
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise CheckpointWriteError(
+            f"no space left on the device while writing the checkpoint of epoch {trainer.get('epoch')} under "
+            f"{ckpt.path.parent} ({e.strerror}); the previous checkpoint is intact: free space there, then resume "
+            "(`mmsearch resume EXP`, or the same `mmsearch train --out`)") from None
     return ckpt.path
 
 
