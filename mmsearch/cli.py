@@ -254,7 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=default.seed)
     s.set_defaults(fn=cmd_search)
 
-    r = sub.add_parser("resume", help="continue an interrupted search (finished trials are kept), or extend it (--more)")
+    r = sub.add_parser("resume", help="continue an interrupted search (finished trials are kept), or extend it (--more)",
+                       description="Continue an interrupted search, or extend it. Resume goes through Ray Tune's restore, "
+                       "which unpickles the Tune state saved in the experiment (tuner.pkl, searcher state): unpickling runs "
+                       "code, so resume only experiments you trust, as with Ray itself. status, ensemble, export and "
+                       "predict read no pickle and are safe on any experiment or bundle.")
     r.add_argument("exp_dir")
     r.add_argument("--address")
     r.add_argument("--more", type=int, default=0, metavar="N",

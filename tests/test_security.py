@@ -1,0 +1,121 @@
+"""Hostile experiment directories: `status`, `ensemble` and `export` read only JSON, CSV, parquet,
+safetensors and npy (allow_pickle off) and never run a pickle planted among the files Ray Tune
+writes, where Ray's own readers (ExperimentAnalysis) would unpickle it."""
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mmsearch import cli
+from mmsearch.search.experiment import Settings
+from mmsearch.search.status import trial_states
+
+
+class Payload:
+    """Unpickling this writes a marker file: proof that something ran code from the directory."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker, 0o777, True))  # returns None: whatever unpickled it carries on
+
+
+def _hex(marker) -> str:
+    return pickle.dumps(Payload(marker)).hex()
+
+
+def _fallback(marker) -> dict:
+    """How Ray's TuneFunctionEncoder stores an object JSON cannot hold."""
+    return {"_type": "CLOUDPICKLE_FALLBACK", "value": _hex(marker)}
+
+
+def _plant(exp, marker):
+    """An experiment state as Ray Tune 2.x saves it (tune/experiment_state-*.json), for the
+    trials under train/, with a payload in every field Ray stores pickled; payload files next to it."""
+    # a trial whose predictions file is a pickle (an object array): left out of the pool, not loaded
+    evil = exp / "train" / "t_evil"
+    shutil.copytree(exp / "train" / "t_lr", evil)
+    for preds in evil.rglob("preds_val.npy"):
+        np.save(preds, np.array([Payload(marker)], dtype=object), allow_pickle=True)
+    tune = exp / "tune"
+    tune.mkdir()
+    trials = []
+    for run in sorted((exp / "train").iterdir()):
+        tid = run.name
+        trial = {"trial_id": tid, "status": "TERMINATED", "trainable_name": "trial_driver", "relative_logdir": tid,
+                 "config": {"trial": {"optim.lr": 0.003}, "evil": _fallback(marker)}, "storage": _fallback(marker),
+                 "placement_group_factory": _hex(marker), "results": _hex(marker), "_resources": _hex(marker)}
+        meta = {"last_result": {"epoch": 1, "time_total_s": 2.5}, "checkpoint_manager": _fallback(marker),
+                "metric_n_steps": {"epoch": {"5": _fallback(marker)}}, "error_filename": None}
+        trials.append([json.dumps(trial), json.dumps(meta)])
+        (tune / tid).mkdir()
+        for name in ("params.pkl", "error.pkl"):
+            (tune / tid / name).write_bytes(pickle.dumps(Payload(marker)))
+    state = {"trial_data": trials, "runner_data": {"_stopper": _fallback(marker)}, "stats": {}}
+    (tune / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
+    (tune / "tuner.pkl").write_bytes(pickle.dumps(Payload(marker)))
+
+
+@pytest.fixture
+def planted(trained_experiment, tmp_path):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_experiment[0], exp)
+    Settings().save(exp)
+    marker = tmp_path / "PAYLOAD_RAN"
+    _plant(exp, marker)
+    return exp, marker
+
+
+def test_the_planted_payload_would_run_if_unpickled(planted):
+    exp, marker = planted
+    pickle.loads((exp / "tune" / "tuner.pkl").read_bytes())
+    assert marker.exists()  # the test's payload is live: its absence below means nothing unpickled it
+
+
+def test_status_ensemble_export_run_no_planted_pickle(planted, tmp_path, capsys):
+    exp, marker = planted
+    assert cli.main(["status", str(exp)]) == 0
+    assert not marker.exists()
+    board = capsys.readouterr().out
+    assert "3 with predictions" in board and board.count("TERMINATED") == 4  # t_evil's state is Tune's too
+    assert "t_evil" in board and "left out of the pool" in board
+    assert cli.main(["ensemble", str(exp)]) == 0
+    assert cli.main(["export", str(exp), "--out", str(tmp_path / "bundle")]) == 0
+    assert not marker.exists()
+
+
+def test_trial_states_keep_the_plain_fields_and_drop_pickled_ones(planted):
+    exp, marker = planted
+    states = trial_states(exp)
+    assert sorted(states) == ["t_b4", "t_early", "t_evil", "t_lr"]
+    st = states["t_lr"]
+    assert st == {"state": "TERMINATED", "error": None, "time_s": 2.5, "epoch": 1, "config": {"trial": {"optim.lr": 0.003}}}
+    assert not marker.exists()
+
+
+def test_status_imports_no_ray(planted):
+    code = f"import sys; from mmsearch import cli; cli.main(['status', {str(planted[0])!r}]); assert 'ray' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, capture_output=True)
+
+
+def test_malformed_experiment_states_are_skipped_not_fatal(planted, capsys):
+    exp, _ = planted
+    state = next((exp / "tune").glob("experiment_state-*.json"))
+    for text in ("{not json", json.dumps({"trial_data": "x"}), json.dumps({"trial_data": [["{}", 3], [1, 2, 3],
+                 [json.dumps({"trial_id": "../../x*", "status": "ERROR"}), "{}"]]})):
+        state.write_text(text)
+        assert trial_states(exp) == {}
+        assert cli.main(["status", str(exp)]) == 0
+        assert "3 with predictions" in capsys.readouterr().out
+
+
+def test_resume_help_says_it_unpickles(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["resume", "--help"])
+    assert "trust" in capsys.readouterr().out
