@@ -119,3 +119,101 @@ def test_resume_help_says_it_unpickles(capsys):
     with pytest.raises(SystemExit):
         cli.main(["resume", "--help"])
     assert "trust" in capsys.readouterr().out
+
+
+# -- bundles: every file the predictor opens is a checked file inside the bundle ----------------
+@pytest.fixture(scope="module")
+def bundle(trained_experiment, tmp_path_factory):
+    from mmsearch.bundle.export import export_bundle
+
+    root = tmp_path_factory.mktemp("secure_bundle")
+    exp = root / "exp"
+    shutil.copytree(trained_experiment[0], exp)
+    return export_bundle(exp, root / "bundle", log=lambda *_: None)
+
+
+def _forge(bundle, tmp_path, edit):
+    """A copy of the bundle whose manifest `edit` changed, its checksum recomputed (what an
+    attacker, not a corrupted disk, would do)."""
+    from mmsearch.bundle.manifest import _content_digest
+
+    forged = tmp_path / "forged"
+    shutil.copytree(bundle, forged)
+    manifest = json.loads((forged / "manifest.json").read_text())
+    edit(manifest, forged)
+    manifest["manifest_sha256"] = _content_digest(manifest)
+    (forged / "manifest.json").write_text(json.dumps(manifest))
+    return forged
+
+
+def _point(key, target):
+    def edit(manifest, forged):
+        manifest["members"][0][key] = target(forged) if callable(target) else target
+    return edit
+
+
+@pytest.mark.parametrize("key", ["weights", "config_file"])
+@pytest.mark.parametrize("target, message", [
+    ("../outside/model.safetensors", "not among the bundle's checked `files`"),
+    ("/etc/passwd", "not among the bundle's checked `files`"),
+    ("members/unlisted.safetensors", "not among the bundle's checked `files`"),
+    (None, "not among the bundle's checked `files`"),
+])
+def test_a_member_path_outside_the_checked_files_is_refused(bundle, tmp_path, key, target, message):
+    from mmsearch.bundle import BundleError
+    from mmsearch.bundle.predictor import Predictor
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "model.safetensors").write_bytes((bundle / json.loads((bundle / "manifest.json").read_text())
+                                                 ["members"][0]["weights"]).read_bytes())
+    forged = _forge(bundle, tmp_path, _point(key, target))
+    if target == "members/unlisted.safetensors":
+        shutil.copyfile(outside / "model.safetensors", forged / target)
+    with pytest.raises(BundleError, match=message) as e:
+        Predictor.load(forged, device="cpu")
+    assert f"{key} is {target!r}" in str(e.value)
+
+
+@pytest.mark.parametrize("listed", ["../outside/model.safetensors", "/etc/passwd", "a\\..\\..\\x"])
+def test_a_files_entry_outside_the_bundle_is_refused(bundle, tmp_path, listed):
+    from mmsearch.bundle import BundleError
+    from mmsearch.bundle.predictor import Predictor
+
+    def edit(manifest, forged):
+        manifest["files"][listed] = "0" * 64
+        manifest["members"][0]["weights"] = listed
+    with pytest.raises(BundleError, match="outside the bundle"):
+        Predictor.load(_forge(bundle, tmp_path, edit), device="cpu")
+
+
+def test_a_listed_file_that_links_outside_the_bundle_is_refused(bundle, tmp_path):
+    from mmsearch.bundle import BundleError
+    from mmsearch.bundle.predictor import Predictor
+
+    outside = tmp_path / "secret.safetensors"
+    weights = json.loads((bundle / "manifest.json").read_text())["members"][0]["weights"]
+    shutil.copyfile(bundle / weights, outside)  # the same bytes: its checksum matches
+
+    def edit(manifest, forged):
+        (forged / weights).unlink()
+        (forged / weights).symlink_to(outside)
+    with pytest.raises(BundleError, match="leads outside the bundle"):
+        Predictor.load(_forge(bundle, tmp_path, edit), device="cpu")
+
+
+@pytest.mark.parametrize("key", ["members", "files", "schema"])
+def test_a_manifest_without_a_required_table_is_refused(bundle, tmp_path, key):
+    from mmsearch.bundle import BundleError
+    from mmsearch.bundle.predictor import Predictor
+
+    with pytest.raises(BundleError, match=f"lacks its `{key}`"):
+        Predictor.load(_forge(bundle, tmp_path, lambda m, _: m.pop(key)), device="cpu")
+
+
+def test_a_member_without_its_weights_key_is_refused(bundle, tmp_path):
+    from mmsearch.bundle import BundleError
+    from mmsearch.bundle.predictor import Predictor
+
+    with pytest.raises(BundleError, match="a member lacks weights"):
+        Predictor.load(_forge(bundle, tmp_path, lambda m, _: m["members"][0].pop("weights")), device="cpu")

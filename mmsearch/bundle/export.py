@@ -77,7 +77,10 @@ def export_bundle(exp_dir: str | Path, out: str | Path, *, log=print) -> Path:
 
 
 def _copy_member(exp: ExperimentDir, member: dict, bundle: Path, workers: int) -> dict:
-    ckpt = CheckpointDir(exp.path / member["checkpoint"])
+    ckpt = CheckpointDir(exp.path / str(member.get("checkpoint")))
+    if not ckpt.path.resolve().is_relative_to(exp.train.resolve()):
+        raise BundleError(f"{exp.ensemble_file}: member {member.get('trial_id')!r} names checkpoint "
+                          f"{member.get('checkpoint')!r}, which is not under {exp.train}; run `mmsearch ensemble {exp.path}` again")
     if problem := ckpt.problem():
         raise BundleError(f"member {member['trial_id']}: {problem} (the trial's checkpoints changed after the ensemble "
                           f"was built); run `mmsearch ensemble {exp.path}` again")
