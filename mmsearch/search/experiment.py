@@ -293,7 +293,8 @@ def init_ray(settings: Settings, address: str | None) -> None:
         return
     # the dashboard stays on: without it the cleaner of stopped trials' placement groups cannot
     # work, and ASHA-stopped trials would keep their CPUs forever (environment.md)
-    ray.init(num_cpus=os.cpu_count(), resources={TRIAL_RESOURCE: settings.max_concurrent})
+    # and it listens on this machine only: its API runs code for whoever reaches it
+    ray.init(num_cpus=os.cpu_count(), resources={TRIAL_RESOURCE: settings.max_concurrent}, dashboard_host="127.0.0.1")
 
 
 def run(exp_dir: str | Path, *, address: str | None = None, restore: bool = False, more: int = 0) -> None:

@@ -27,8 +27,8 @@ def run_ray(trial: dict, data_dir: str | Path, out_dir: str | Path, *, workers: 
 
     out = Path(out_dir).resolve()
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=None if address else max(2, int(workers * cpus_per_worker)),
-                 log_to_driver=True)
+        local = {} if address else {"num_cpus": max(2, int(workers * cpus_per_worker)), "dashboard_host": "127.0.0.1"}
+        ray.init(address=address, log_to_driver=True, **local)
     trainer = TorchTrainer(
         ray_worker,
         train_loop_config={"trial": trial, "data_dir": str(Path(data_dir).resolve())},
