@@ -67,5 +67,7 @@ def test_a_local_ray_binds_its_dashboard_to_localhost(monkeypatch):
     seen = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     experiment.init_ray(experiment.Settings(), None)
     assert seen["dashboard_host"] == "127.0.0.1"
+    assert seen["address"] == "local"  # its own instance: never another Ray running on the machine

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from .._local_ray import DASHBOARD_HOST, local_ray_address
 from ..data.view import TableView
 from ..errors import ConfigError
 from ..layout.experiment_dir import ExperimentDir
@@ -293,8 +294,9 @@ def init_ray(settings: Settings, address: str | None) -> None:
         return
     # the dashboard stays on: without it the cleaner of stopped trials' placement groups cannot
     # work, and ASHA-stopped trials would keep their CPUs forever (environment.md)
-    # and it listens on this machine only: its API runs code for whoever reaches it
-    ray.init(num_cpus=os.cpu_count(), resources={TRIAL_RESOURCE: settings.max_concurrent}, dashboard_host="127.0.0.1")
+    # a Ray instance of our own, its dashboard on this machine only (mmsearch._local_ray)
+    ray.init(address=local_ray_address(), num_cpus=os.cpu_count(), resources={TRIAL_RESOURCE: settings.max_concurrent},
+             dashboard_host=DASHBOARD_HOST)
 
 
 def run(exp_dir: str | Path, *, address: str | None = None, restore: bool = False, more: int = 0) -> None:
