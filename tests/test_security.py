@@ -217,3 +217,80 @@ def test_a_member_without_its_weights_key_is_refused(bundle, tmp_path):
 
     with pytest.raises(BundleError, match="a member lacks weights"):
         Predictor.load(_forge(bundle, tmp_path, lambda m, _: m["members"][0].pop("weights")), device="cpu")
+
+
+# -- signed bundles (optional): a recomputed checksum is not enough to forge one ------------------
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    pytest.importorskip("cryptography")  # optional (mmsearch[sign]); ray[default] brings it through google-auth
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    root = tmp_path_factory.mktemp("keys")
+    out = {}
+    for name in ("ours", "theirs"):
+        key = ed25519.Ed25519PrivateKey.generate()
+        (root / f"{name}.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                             serialization.NoEncryption()))
+        (root / f"{name}.pub.pem").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
+        out[name] = (root / f"{name}.pem", root / f"{name}.pub.pem")
+    return out
+
+
+@pytest.fixture(scope="module")
+def signed(trained_experiment, keys, tmp_path_factory):
+    from mmsearch.bundle.export import export_bundle
+
+    root = tmp_path_factory.mktemp("signed")
+    exp = root / "exp"
+    shutil.copytree(trained_experiment[0], exp)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MMSEARCH_SIGNING_KEY", str(keys["ours"][0]))
+        return export_bundle(exp, root / "bundle", log=lambda *_: None)
+
+
+def test_a_signed_bundle_loads_with_the_trusted_key(signed, keys, monkeypatch):
+    from mmsearch.bundle.predictor import Predictor
+
+    assert (signed / "manifest.sig").is_file()
+    monkeypatch.setenv("MMSEARCH_TRUSTED_KEY", str(keys["ours"][1]))
+    assert len(Predictor.load(signed, device="cpu").members) >= 1
+
+
+@pytest.mark.parametrize("case, message", [
+    ("forged", "is not a valid signature"),      # manifest edited, checksum recomputed
+    ("other_key", "is not a valid signature"),   # trusted key is not the signer's
+    ("unsigned", "is not signed"),
+    ("garbled", "is not a valid signature"),
+])
+def test_a_bundle_without_a_valid_signature_is_refused(signed, keys, tmp_path, monkeypatch, case, message):
+    from mmsearch.bundle import BundleError
+    from mmsearch.bundle.manifest import read_verified
+
+    bundle = signed
+    trusted = keys["theirs" if case == "other_key" else "ours"][1]
+    if case == "forged":
+        bundle = _forge(signed, tmp_path, lambda m, _: m["members"][0].update(weight=0.5))
+    elif case in ("unsigned", "garbled"):
+        bundle = tmp_path / "copy"
+        shutil.copytree(signed, bundle)
+        if case == "unsigned":
+            (bundle / "manifest.sig").unlink()
+        else:
+            (bundle / "manifest.sig").write_text("not base64 !!")
+    monkeypatch.setenv("MMSEARCH_TRUSTED_KEY", str(trusted))
+    with pytest.raises(BundleError, match=message):
+        read_verified(bundle)
+    monkeypatch.delenv("MMSEARCH_TRUSTED_KEY")
+    if case != "forged":
+        read_verified(bundle)  # without a trusted key, signatures are not asked for
+
+
+def test_a_bad_key_file_is_a_clear_error(signed, tmp_path, monkeypatch):
+    from mmsearch.bundle import BundleError
+    from mmsearch.bundle.manifest import read_verified
+
+    monkeypatch.setenv("MMSEARCH_TRUSTED_KEY", str(tmp_path / "missing.pem"))
+    with pytest.raises(BundleError, match="MMSEARCH_TRUSTED_KEY=.*missing.pem: cannot read a PEM key"):
+        read_verified(signed)

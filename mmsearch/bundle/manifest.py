@@ -3,7 +3,8 @@
 manifest.json cannot hold its own file hash, so it holds `manifest_sha256`: the sha256 of its
 canonical JSON (sorted keys, no whitespace) without that field. A changed weight, config or
 preprocessing value in the manifest is then caught like a changed weights file. (Checksums catch
-corruption and edits, not an attacker who recomputes them: that would need signatures.) Every
+corruption and edits, not an attacker who recomputes them: bundle.signature adds an optional
+Ed25519 signature for that.) Every
 path in the manifest is a relative path inside the bundle, and every file the predictor opens
 (a member's weights, its config) must be one of the checked `files` (verified_file): an edited
 manifest cannot make it read `../elsewhere` or `/etc/passwd`. Standard library only.
@@ -38,12 +39,14 @@ def _content_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def write_manifest(bundle: Path, manifest: dict) -> None:
+def write_manifest(bundle: Path, manifest: dict) -> bytes:
     """Add the sha256 of every file listed in manifest["files"] (paths relative to bundle) and the
-    manifest's own digest, then write it."""
+    manifest's own digest, then write it; returns the bytes written (what a signature signs)."""
     manifest = {**manifest, "files": {rel: sha256_file(bundle / rel) for rel in sorted(manifest["files"])}}
     manifest["manifest_sha256"] = _content_digest(manifest)
-    (bundle / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    raw = (json.dumps(manifest, indent=1) + "\n").encode()
+    (bundle / MANIFEST).write_bytes(raw)
+    return raw
 
 
 def read_verified(bundle: str | Path) -> dict:
@@ -52,8 +55,12 @@ def read_verified(bundle: str | Path) -> dict:
     path = bundle / MANIFEST
     if not path.is_file():
         raise BundleError(f"{bundle} is not an mmsearch bundle (no {MANIFEST}); create one with `mmsearch export`")
+    from .signature import verify  # (it imports BundleError from here)
+
     try:
-        manifest = json.loads(path.read_text())
+        raw = path.read_bytes()
+        verify(bundle, raw)  # first: with a trusted key set, an unsigned or forged manifest is not even parsed
+        manifest = json.loads(raw.decode())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{path} is unreadable ({e}); re-export the bundle") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
