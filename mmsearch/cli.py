@@ -53,8 +53,8 @@ def cmd_train(args) -> int:
     from .config import TrialConfig
     from .data.prepare import PreparedData, prepare
     from .errors import ConfigError
-    from .search.experiment import check_gpus
     from .layout.checkpoint_dir import TrialRunDir
+    from .search.experiment import check_gpus
     from .train.run import run_local, run_ray
 
     if args.workers < 1:
