@@ -1,5 +1,5 @@
-"""Signed bundles (optional): an Ed25519 signature over manifest.json, so that recomputing the
-checksums after an edit is not enough to pass a bundle off as yours. The manifest holds the
+"""Signed bundles (optional): an Ed25519 signature over the bundle's manifest, so that
+recomputing the checksums after an edit is not enough to pass a bundle off as yours. The manifest holds the
 sha256 of every other file, so signing it signs the whole bundle.
 
     MMSEARCH_SIGNING_KEY=key.pem          `export` writes BUNDLE/manifest.sig
@@ -16,7 +16,7 @@ import binascii
 import os
 from pathlib import Path
 
-from .manifest import BundleError
+from .manifest import MANIFEST, BundleError
 
 SIGNATURE = "manifest.sig"
 SIGNING_KEY_ENV, TRUSTED_KEY_ENV = "MMSEARCH_SIGNING_KEY", "MMSEARCH_TRUSTED_KEY"
@@ -49,7 +49,7 @@ def verify(bundle: Path, manifest_bytes: bytes) -> None:
     try:
         key.verify(base64.b64decode(sig_file.read_text().strip(), validate=True), manifest_bytes)
     except (invalid, binascii.Error, ValueError):
-        raise BundleError(f"{sig_file} is not a valid signature of {bundle / 'manifest.json'} by the key in "
+        raise BundleError(f"{sig_file} is not a valid signature of {bundle / MANIFEST} by the key in "
                           f"{TRUSTED_KEY_ENV}={path} (changed after export, or signed by another key); refusing to load it") from None
 
 
