@@ -27,7 +27,14 @@ def _overrides(items: list[str] | None) -> dict:
     """--set key=value (repeatable); values are read as YAML so numbers and booleans keep their type."""
     import yaml
 
-    return {k: yaml.safe_load(v) for k, v in (_pairs(item, "--set") for item in items or [])}
+    out = {}
+    for k, v in (_pairs(item, "--set") for item in items or []):
+        try:
+            out[k] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise SystemExit(f"mmsearch: error: --set {k}={v}: the value is not valid YAML ({str(e).splitlines()[0]}); "
+                             "quote strings that hold YAML syntax")
+    return out
 
 
 def _table(args) -> tuple[str, str]:
@@ -45,9 +52,15 @@ def _table(args) -> tuple[str, str]:
 def cmd_train(args) -> int:
     from .config import TrialConfig
     from .data.prepare import PreparedData, prepare
+    from .errors import ConfigError
     from .layout.checkpoint_dir import TrialRunDir
+    from .search.experiment import check_gpus
     from .train.run import run_local, run_ray
 
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: must be at least 1")
+    if args.gpus:
+        check_gpus(1, args.address, "--gpus")
     source, label = _table(args)
     explicit = _overrides(args.set)
     cfg = TrialConfig.load(args.config) if args.config else TrialConfig.from_flat({})
@@ -97,6 +110,7 @@ def cmd_search(args) -> int:
     from .search import experiment
 
     settings = experiment.Settings(**{f.name: getattr(args, f.name) for f in fields(experiment.Settings)})
+    experiment.check_gpus(settings.gpus_per_worker, args.address)
     source, label = _table(args)
     exp = experiment.create(source, label, args.space, Path(args.storage) / args.name, settings,
                             overrides=_overrides(args.set), **_prepare_kw(args))
@@ -254,7 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=default.seed)
     s.set_defaults(fn=cmd_search)
 
-    r = sub.add_parser("resume", help="continue an interrupted search (finished trials are kept), or extend it (--more)")
+    r = sub.add_parser("resume", help="continue an interrupted search (finished trials are kept), or extend it (--more)",
+                       description="Continue an interrupted search, or extend it. Resume goes through Ray Tune's restore, "
+                       "which unpickles the Tune state saved in the experiment (tuner.pkl, searcher state): unpickling runs "
+                       "code, so resume only experiments you trust, as with Ray itself. status, ensemble, export and "
+                       "predict read no pickle and are safe on any experiment or bundle.")
     r.add_argument("exp_dir")
     r.add_argument("--address")
     r.add_argument("--more", type=int, default=0, metavar="N",
@@ -297,14 +315,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .errors import MMSearchError
+    import warnings
 
+    args = build_parser().parse_args(argv)
+    from .errors import DataWarning, MMSearchError
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):  # already says where and what to do: one line
+            print(f"mmsearch: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    shown, warnings.showwarning = warnings.showwarning, show
     try:
         return args.fn(args)
     except MMSearchError as e:
         print(f"mmsearch: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

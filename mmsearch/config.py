@@ -80,6 +80,12 @@ class OptimConfig:
     head_lr_mult: float = 1.0
 
     def __post_init__(self):
+        if self.batch_size < 1:
+            raise ConfigError(f"optim.batch_size={self.batch_size}: rows per training step, at least 1 (e.g. 32)")
+        if not self.lr >= 0:  # 0 is allowed: nothing trains (tests freeze a model that way)
+            raise ConfigError(f"optim.lr={self.lr}: the learning rate must be >= 0 (e.g. 1e-4)")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"optim.weight_decay={self.weight_decay}: must be >= 0 (0: none)")
         if not self.head_lr_mult > 0:
             raise ConfigError(f"optim.head_lr_mult={self.head_lr_mult}: must be > 0 (1: every parameter at optim.lr)")
 

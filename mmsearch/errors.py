@@ -11,3 +11,8 @@ class ConfigError(MMSearchError):
 
 class DataError(MMSearchError):
     """A table that cannot be used as given (missing label, bad image paths, ...)."""
+
+
+class DataWarning(UserWarning):
+    """A table that trains, but not as given (e.g. inf treated as missing): the message names the
+    column and rows. The CLI prints it as one line."""

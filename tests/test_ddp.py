@@ -16,7 +16,8 @@ PACKAGED = {  # the default config's encoders, small inputs
 def ray_two_cpus():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address "local": a Ray of its own, never one that another process runs on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

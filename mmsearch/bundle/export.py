@@ -26,6 +26,7 @@ from ..layout.checkpoint_dir import CheckpointDir
 from ..layout.experiment_dir import ExperimentDir
 from ..search.pool import read_pool
 from .manifest import FORMAT, FORMAT_VERSION, BundleError, write_manifest
+from .signature import SIGNATURE, SIGNING_KEY_ENV, sign
 
 # the packages whose versions decide what a bundle computes
 PACKAGES = ("mmsearch", "torch", "numpy", "pandas", "pyarrow", "pillow", "safetensors", "timm", "transformers",
@@ -72,12 +73,16 @@ def export_bundle(exp_dir: str | Path, out: str | Path, *, log=print) -> Path:
             "versions": {"python": sys.version.split()[0], **{p: _version(p) for p in PACKAGES}},
             "files": [f for m in members for f in (m["weights"], m["config_file"])],
         }
-        write_manifest(tmp, manifest)
+        if sign(tmp, write_manifest(tmp, manifest)):
+            log(f"[mmsearch] signed the manifest ({SIGNATURE}) with the key in {SIGNING_KEY_ENV}")
     return out
 
 
 def _copy_member(exp: ExperimentDir, member: dict, bundle: Path, workers: int) -> dict:
-    ckpt = CheckpointDir(exp.path / member["checkpoint"])
+    ckpt = CheckpointDir(exp.path / str(member.get("checkpoint")))
+    if not ckpt.path.resolve().is_relative_to(exp.train.resolve()):
+        raise BundleError(f"{exp.ensemble_file}: member {member.get('trial_id')!r} names checkpoint "
+                          f"{member.get('checkpoint')!r}, which is not under {exp.train}; run `mmsearch ensemble {exp.path}` again")
     if problem := ckpt.problem():
         raise BundleError(f"member {member['trial_id']}: {problem} (the trial's checkpoints changed after the ensemble "
                           f"was built); run `mmsearch ensemble {exp.path}` again")

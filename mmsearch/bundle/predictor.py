@@ -30,7 +30,7 @@ from ..ensemble.blending import blend
 from ..errors import DataError
 from ..models.model import MultimodalModel, build_model
 from ..train.evaluate import infer
-from .manifest import BundleError, read_verified
+from .manifest import MANIFEST, BundleError, read_verified, verified_file
 
 
 @dataclass
@@ -71,7 +71,7 @@ class Predictor:
         manifest = read_verified(bundle)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         pre = _Preprocessing(Schema(**manifest["schema"]), TabularPreprocessor(**manifest["preprocess"]["tabular"]))
-        members = [_load_member(bundle, m, pre, dev) for m in manifest["members"]]
+        members = [_load_member(bundle, manifest, m, pre, dev) for m in manifest["members"]]
         return cls(manifest, members, dev, pre)
 
     # -- public API -----------------------------------------------------------------------------
@@ -172,10 +172,18 @@ def load_bundle(bundle: str | Path, *, device: str | None = None) -> Predictor:
     return Predictor.load(bundle, device=device)
 
 
-def _load_member(bundle: Path, entry: dict, pre: _Preprocessing, device: torch.device) -> Member:
+_MEMBER_KEYS = ("trial_id", "weight", "config", "eval_batch_size", "weights", "config_file")
+
+
+def _load_member(bundle: Path, manifest: dict, entry: dict, pre: _Preprocessing, device: torch.device) -> Member:
+    missing = [k for k in _MEMBER_KEYS if k not in entry] if isinstance(entry, dict) else list(_MEMBER_KEYS)
+    if missing:
+        raise BundleError(f"{bundle / MANIFEST}: a member lacks {', '.join(missing)}; re-export the bundle")
     tid = entry["trial_id"]
-    if json.loads((bundle / entry["config_file"]).read_text()) != entry["config"]:
-        raise BundleError(f"bundle file {bundle / entry['config_file']} disagrees with the manifest's config of member {tid}")
+    config_file = verified_file(bundle, manifest, entry["config_file"], f"member {tid}'s config_file")
+    weights = verified_file(bundle, manifest, entry["weights"], f"member {tid}'s weights")
+    if json.loads(config_file.read_text()) != entry["config"]:
+        raise BundleError(f"bundle file {config_file} disagrees with the manifest's config of member {tid}")
     cfg = TrialConfig.from_flat(entry["config"])
     # pretrained=False: the weights below replace every backbone weight, so none is fetched (no
     # network). fork_rng: random initialisation must not move the caller's torch RNG.
@@ -187,9 +195,9 @@ def _load_member(bundle: Path, entry: dict, pre: _Preprocessing, device: torch.d
                           "encoder and hub open_clip names read their config and tokenizer from the Hugging Face "
                           "cache: load the bundle once with network access, or copy that cache") from None
     try:
-        model.load_state_dict(load_file(str(bundle / entry["weights"])))  # strict: every tensor must fit
+        model.load_state_dict(load_file(str(weights)))  # strict: every tensor must fit
     except RuntimeError as e:
-        raise BundleError(f"member {tid}: {bundle / entry['weights']} does not fit the model its config builds "
+        raise BundleError(f"member {tid}: {weights} does not fit the model its config builds "
                           f"({str(e).splitlines()[0]}); was it exported by another mmsearch version?") from None
     model.to(device).eval()
     return Member(trial_id=tid, weight=float(entry["weight"]), model=model, precision=cfg.train.precision,

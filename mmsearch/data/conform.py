@@ -78,7 +78,7 @@ def conform(df: pd.DataFrame, schema: Schema, tabular: TabularPreprocessor, base
             empty &= np.array([v is None or not v.strip() for v in out[c]], dtype=bool)
         report.empty_text = int(empty.sum())
     for c in tabular.numeric:
-        report.missing_numeric[c] = int(pd.to_numeric(out[c], errors="coerce").isna().sum())
+        report.missing_numeric[c] = int((~np.isfinite(pd.to_numeric(out[c], errors="coerce").to_numpy(dtype=float))).sum())
     for c in tabular.categorical:
         values = _as_str(out[c])
         known = set(tabular.vocab[c])

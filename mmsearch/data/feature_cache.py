@@ -69,8 +69,8 @@ def encodings(model, data, *, batch_size: int, device: torch.device, say=print) 
                 _build(path, slot, key, model, encoder, data, batch_size, device, say)
         meta = json.loads((path / "meta.json").read_text())
         for m in meta["modalities"]:
-            arrays[m] = np.load(path / f"{m}.npy", mmap_mode="r")
-            imputed[m] = torch.from_numpy(np.load(path / f"imputed_{m}.npy"))
+            arrays[m] = np.load(path / f"{m}.npy", mmap_mode="r", allow_pickle=False)
+            imputed[m] = torch.from_numpy(np.load(path / f"imputed_{m}.npy", allow_pickle=False))
     return arrays, imputed
 
 
@@ -133,5 +133,5 @@ def _build(path: Path, slot: str, key: str, model, encoder, data, batch_size: in
 def _open(file: Path, shape: tuple) -> np.memmap:
     """The array being filled: reopened when a build continues, created otherwise."""
     if file.is_file():
-        return np.load(file, mmap_mode="r+")
+        return np.load(file, mmap_mode="r+", allow_pickle=False)
     return np.lib.format.open_memmap(file, mode="w+", dtype=np.float32, shape=shape)

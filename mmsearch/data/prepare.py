@@ -8,7 +8,6 @@ A prepared directory holds:
 """
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 
 from .._atomic import atomic_dir
 from ..errors import DataError
+from .checks import check_regression_label, check_split, warn_infinite_features
 from .images import check_images, resolve_paths
 from .schema import Schema, infer_schema
 from .split import PARTS, split_rows
@@ -32,23 +32,47 @@ def read_table(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, Path]:
         _check_unique_columns(list(source.columns))
         return source.reset_index(drop=True), Path.cwd()
     path = Path(source).expanduser()
+    if path.is_dir():
+        raise DataError(f"table {path} is a folder; give the table file inside it (.csv, .tsv or .parquet)")
     if not path.is_file():
         raise DataError(f"table {path} does not exist")
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() in (".gz", ".bz2", ".zip") else path.suffix.lower()
-    if suffix.startswith(".csv") or suffix.startswith(".tsv"):
-        sep = "\t" if suffix.startswith(".tsv") else ","
-        with open(path, newline="") as f:  # pandas renames duplicate headers ('a.1'): catch them first
-            header = next(csv.reader(f, delimiter=sep), [])
-        _check_unique_columns(header)
-        df = pd.read_csv(path, sep=sep)
-    elif suffix in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
-        _check_unique_columns(pq.read_schema(path).names)
-        df = pd.read_parquet(path)
-    else:
+    if not suffix.startswith((".csv", ".tsv")) and suffix not in (".parquet", ".pq"):
         raise DataError(f"table {path}: unsupported format {suffix!r}; use .csv, .tsv or .parquet")
+    try:
+        df = _read(path, suffix)
+    except UnicodeDecodeError as e:
+        raise DataError(f"table {path} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}); "
+                        "save it as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"table {path} is empty: no header, no rows") from None
+    except (pd.errors.ParserError, OSError, ValueError) as e:  # ValueError: pyarrow's ArrowInvalid
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"table {path} cannot be read as {suffix.lstrip('.')} ({str(e).strip().splitlines()[0]}); "
+                        "check the file's format and delimiter") from None
     return df, path.parent.resolve()
+
+
+def _read(path: Path, suffix: str) -> pd.DataFrame:
+    if suffix.startswith((".csv", ".tsv")):
+        sep = "\t" if suffix.startswith(".tsv") else ","
+        # pandas renames duplicate headers ('a.1'): read the header as a row first (compressed too)
+        header = pd.read_csv(path, sep=sep, encoding="utf-8", header=None, nrows=1, dtype=str, keep_default_na=False)
+        _check_unique_columns(header.iloc[0].tolist() if len(header) else [])
+        return pd.read_csv(path, sep=sep, encoding="utf-8")
+    import pyarrow.parquet as pq
+
+    _check_unique_columns(pq.read_schema(path).names)
+    return pd.read_parquet(path)
+
+
+def _delimiter_hint(df: pd.DataFrame) -> str:
+    """A table read as one column whose name holds another delimiter was split on the wrong one."""
+    if len(df.columns) == 1 and (found := [d for d in (";", "\t", "|") if d in str(df.columns[0])]):
+        return (f" (the whole header was read as one column: the file seems separated by {found[0]!r}; use a comma "
+                "separated .csv, or a tab separated .tsv)")
+    return ""
 
 
 def _is_missing(v) -> bool:
@@ -138,32 +162,41 @@ def prepare(
 ) -> PreparedData:
     """Validate the table, infer its schema, split it, fit preprocessing on train, and write it
     all to out_dir. Every check runs before anything is written; the directory appears whole."""
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} exists and is not empty; choose a new directory")
     df, base_dir = read_table(source)
     if df.empty or len(df.columns) == 0:
         raise DataError("the table is empty: it has no rows" if len(df.columns) else "the table has no columns")
     if label not in df.columns:
-        raise DataError(f"label column {label!r} not found; columns: {', '.join(map(str, df.columns))}")
+        raise DataError(f"label column {label!r} not found; columns: {', '.join(map(str, df.columns))}{_delimiter_hint(df)}")
+    # every part needs rows: trials are scored on val and holdout (an empty holdout crashed them)
+    if not (0 < val_frac < 1 and 0 < holdout_frac < 1 and val_frac + holdout_frac < 1):
+        raise DataError(f"--val-frac {val_frac} / --holdout-frac {holdout_frac}: need both > 0 and their sum < 1 "
+                        "(defaults 0.15 and 0.15)")
     unlabelled = df[label].isna()
     if unlabelled.all():
         raise DataError(f"label column {label!r} is empty (NaN) in all {len(df)} rows")
+    row_ids = np.flatnonzero(~unlabelled.to_numpy())  # the table's row numbers, for messages
     if unlabelled.any():  # rows without a label teach nothing: drop them, loudly
         rows = list(df.index[unlabelled][:5])
         print(f"mmsearch: dropping {int(unlabelled.sum())} rows with no {label!r} (rows {rows}{' ...' if unlabelled.sum() > 5 else ''})")
         df = df[~unlabelled].reset_index(drop=True)
 
     schema = infer_schema(df, label, column_types=column_types, problem_type=problem_type)
+    if schema.problem_type == "regression":
+        check_regression_label(df, label, row_ids)
+    warn_infinite_features(df, schema.by_role("numeric"), row_ids)
     df = cast_columns(df[[*schema.columns, label]], schema, base_dir, treat_bad_images_as_missing=missing_images)
 
     target = TargetEncoder(schema.problem_type, classes=schema.classes)
     y = target.encode(df[label]) if schema.problem_type != "regression" else None
     split = split_rows(len(df), y, val_frac=val_frac, holdout_frac=holdout_frac, seed=seed)
+    check_split(split, len(df), val_frac=val_frac, holdout_frac=holdout_frac, classes=None if y is None else len(schema.classes))
     train = df.iloc[split["train"]]
     tabular = TabularPreprocessor(schema.by_role("numeric"), schema.by_role("categorical")).fit(train)
     target.fit(train[label])
 
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{out} exists and is not empty; choose a new directory")
     with atomic_dir(out) as tmp:
         df.to_parquet(tmp / "table.parquet", index=False)
         (tmp / "schema.json").write_text(schema.to_json())

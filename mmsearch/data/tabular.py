@@ -55,7 +55,8 @@ class TabularPreprocessor:
     def _numeric(self, df: pd.DataFrame) -> np.ndarray:
         if not self.numeric:
             return np.zeros((len(df), 0))
-        return np.stack([pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float) for c in self.numeric], axis=1)
+        num = np.stack([pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float) for c in self.numeric], axis=1)
+        return np.where(np.isinf(num), np.nan, num)  # +-inf is missing (data.checks): never part of a mean
 
     def to_dict(self) -> dict:
         return asdict(self)

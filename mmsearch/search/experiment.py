@@ -18,11 +18,13 @@ both resume from the latest of them after a failure or `mmsearch resume`.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
 
+from .._local_ray import DASHBOARD_HOST, local_ray_address
 from ..data.view import TableView
 from ..errors import ConfigError
 from ..layout.experiment_dir import ExperimentDir
@@ -52,8 +54,17 @@ class Settings:
                                    ("runner", self.runner, RUNNERS)):
             if value not in valid:
                 raise ConfigError(f"--{flag} {value!r}: use one of {', '.join(valid)}")
-        if self.num_samples < 1 or self.max_concurrent < 1 or self.workers_per_trial < 1:
-            raise ConfigError("--num-samples, --max-concurrent and --workers-per-trial must be at least 1")
+        for flag, value in (("num-samples", self.num_samples), ("max-concurrent", self.max_concurrent),
+                            ("workers-per-trial", self.workers_per_trial)):
+            if value < 1:
+                raise ConfigError(f"--{flag} {value}: must be at least 1")
+        for flag, value, meaning in (("time-budget-s", self.time_budget_s, "0: no budget"),
+                                     ("cpus-per-worker", self.cpus_per_worker, "0: a share of the node's CPUs"),
+                                     ("gpus-per-worker", self.gpus_per_worker, "0: CPU only")):
+            if not value >= 0:  # also NaN
+                raise ConfigError(f"--{flag} {value}: must be >= 0 ({meaning})")
+        if self.max_failures < -1:
+            raise ConfigError(f"--max-failures {self.max_failures}: restarts per trial, >= 0 (-1: no limit)")
 
     @property
     def in_trial(self) -> bool:
@@ -76,6 +87,28 @@ class Settings:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
+def check_gpus(gpus: float, address: str | None, flag: str = "--gpus-per-worker") -> None:
+    """GPUs asked for on this machine (no --address) when torch sees none: Ray would wait forever
+    for a GPU that never comes, so say it now."""
+    if gpus and not address:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{flag} {gpus}: this machine has no GPU that torch can use (torch.cuda.is_available() is "
+                              f"False); drop {flag}, or give --address of a Ray cluster with GPU nodes")
+
+
+def _check_writable(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--storage {folder} is a file, not a folder; choose a folder for the experiments")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot write experiments into {folder} ({e.strerror or e}); choose a writable --storage") from None
+
+
 def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settings: Settings, *,
            overrides: dict | None = None, **prepare_kw) -> Path:
     """Check the space, prepare the table, write the settings. Nothing is written if a check fails.
@@ -93,6 +126,7 @@ def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settin
     layout = ExperimentDir(exp)
     if layout.settings_file.exists():
         raise ConfigError(f"{exp} already holds an experiment: `mmsearch resume {exp}` continues it, or choose another --name")
+    _check_writable(exp.parent)
     prepared = prepare(data, label, layout.data, **prepare_kw)
     raw = effective if overrides else yaml.safe_load(Path(space_file).read_text()) or {}
     try:
@@ -260,7 +294,9 @@ def init_ray(settings: Settings, address: str | None) -> None:
         return
     # the dashboard stays on: without it the cleaner of stopped trials' placement groups cannot
     # work, and ASHA-stopped trials would keep their CPUs forever (environment.md)
-    ray.init(num_cpus=os.cpu_count(), resources={TRIAL_RESOURCE: settings.max_concurrent})
+    # a Ray instance of our own, its dashboard on this machine only (mmsearch._local_ray)
+    ray.init(address=local_ray_address(), num_cpus=os.cpu_count(), resources={TRIAL_RESOURCE: settings.max_concurrent},
+             dashboard_host=DASHBOARD_HOST)
 
 
 def run(exp_dir: str | Path, *, address: str | None = None, restore: bool = False, more: int = 0) -> None:
@@ -274,6 +310,7 @@ def run(exp_dir: str | Path, *, address: str | None = None, restore: bool = Fals
         raise ConfigError(f"--more: a {settings.searcher} search runs its {space.size()} points {settings.num_samples} "
                           f"time(s) each and has no new points to add (`mmsearch resume {exp}` finishes an interrupted one); to "
                           f"search further, start a new experiment with a larger grid, or with --searcher {open_ended}")
+    check_gpus(settings.gpus_per_worker, address)
     init_ray(settings, address)
     runs = _saved_runs(exp, more) if restore else []
     if runs:

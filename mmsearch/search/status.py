@@ -1,37 +1,20 @@
-"""The leaderboard of an experiment, from its files (no running cluster)."""
+"""The leaderboard of an experiment, from its files (no running cluster). Only JSON and npy
+(allow_pickle off) are read: `status` is safe on an experiment someone else wrote."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..layout.experiment_dir import ExperimentDir
+from ._tune_state import run_states
 from .pool import read_pool, skipped_note
 
 
-def _tune_states(exp_dir: Path) -> dict[str, dict]:
-    """trial id -> {state, error, time_s} from every Tune run's saved experiment state."""
+def trial_states(exp_dir: Path) -> dict[str, dict]:
+    """trial id -> {state, error, time_s, epoch, config} from every Tune run's saved experiment
+    state, read as plain JSON: nothing in the experiment directory is unpickled (_tune_state)."""
     out = {}
     for tune_dir in ExperimentDir(exp_dir).tune_runs():
-        out.update(_run_states(tune_dir))
-    return out
-
-
-def _run_states(tune_dir: Path) -> dict[str, dict]:
-    from ray.tune import ExperimentAnalysis
-
-    try:
-        analysis = ExperimentAnalysis(str(tune_dir))
-    except Exception:  # no state saved yet (the search died in its first seconds)
-        return {}
-    out = {}
-    for trial in analysis.trials:
-        last = trial.last_result or {}
-        error = None
-        if trial.status == "ERROR":  # the cause: the last line of the error Tune synced next to the trial
-            found = sorted(tune_dir.glob(f"*{trial.trial_id}*/error.txt"))
-            if found:
-                error = found[-1].read_text().strip().splitlines()[-1][:200]
-        out[trial.trial_id] = {"state": trial.status, "error": error, "time_s": last.get("time_total_s"),
-                               "epoch": last.get("epoch"), "config": trial.config}
+        out.update(run_states(tune_dir))
     return out
 
 
@@ -54,7 +37,7 @@ def model_label(config: dict) -> str:
 
 
 def leaderboard(exp_dir: Path) -> str:
-    states = _tune_states(exp_dir)
+    states = trial_states(exp_dir)
     found = read_pool(exp_dir)
     pool = {e.trial_id: e for e in found.entries}
     metric = next(iter(pool.values())).metric if pool else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .._local_ray import DASHBOARD_HOST, local_ray_address
 from ..layout.checkpoint_dir import TrialRunDir
 from .context import LocalContext
 from .loop import train
@@ -27,8 +28,8 @@ def run_ray(trial: dict, data_dir: str | Path, out_dir: str | Path, *, workers: 
 
     out = Path(out_dir).resolve()
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=None if address else max(2, int(workers * cpus_per_worker)),
-                 log_to_driver=True)
+        local = {} if address else {"num_cpus": max(2, int(workers * cpus_per_worker)), "dashboard_host": DASHBOARD_HOST}
+        ray.init(address=address or local_ray_address(), log_to_driver=True, **local)
     trainer = TorchTrainer(
         ray_worker,
         train_loop_config={"trial": trial, "data_dir": str(Path(data_dir).resolve())},
