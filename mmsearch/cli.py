@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(fn=cmd_predict)
 
     d = sub.add_parser("demo", help="the whole job on the emoji table, on CPU: search, ensemble, export, predict on the "
-                       "test rows, and a table of scores (about 11 min on 2 cores)")
+                       "test rows, a table of scores and the report page (about 11 min on 2 cores)")
     d.add_argument("--out", default="runs/demo", help="the demo's experiment folder (rerun to continue an interrupted demo)")
     d.add_argument("--trials", type=int, default=8)
     d.set_defaults(fn=cmd_demo)
