@@ -1,6 +1,7 @@
 """`mmsearch report`: which tricks helped on this table, in tables (Python) and one HTML page.
 
-  collect       the experiment's files -> trial records; summary, leaderboard, learning curves
+  collect       the experiment's files -> records of the experiment and its trials
+  tables        summary, leaderboard, learning curves
   attribution   each trick's marginal effect with a bootstrap interval; Optuna PED-ANOVA importance
   members       the ensemble's members and each one's contribution
   modalities    single-modality vs fused trials; G-Blend weights
@@ -37,7 +38,8 @@ class Report:
 def report(exp_dir: str | Path) -> Report:
     """The report of an experiment, as DataFrames."""
     from .attribution import importance, marginal_effects
-    from .collect import curves_table, leaderboard_table, read_experiment, summary_table
+    from .collect import read_experiment
+    from .tables import curves_table, leaderboard_table, summary_table
     from .members import members_table
     from .modalities import gblend_table, modality_table
 

@@ -31,7 +31,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .collect import Experiment, Trial, searched_keys
+from .collect import Experiment, Trial
+from .tables import searched_keys
 
 MIN_PER_ARM = 3
 MIN_TRIALS_IMPORTANCE = 8

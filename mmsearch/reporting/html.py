@@ -31,6 +31,7 @@ p.note { color: #444; max-width: 860px; } p.warn { background: #fff4e0; border-l
 .scroll { display: inline-block; max-width: 100%; box-sizing: border-box; overflow-x: auto; max-height: 480px; overflow-y: auto; border: 1px solid #eee; }
 table { border-collapse: collapse; font-size: 12.5px; } th, td { padding: 3px 8px; text-align: left; white-space: nowrap; }
 th { background: #f4f6f8; position: sticky; top: 0; } tr:nth-child(even) td { background: #fafafa; }
+table.kv td { white-space: normal; } table.kv td:first-child { white-space: nowrap; color: #555; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; } img { max-width: 100%; display: block; margin: 8px 0; }
 """
 
@@ -144,12 +145,12 @@ def _table(df: pd.DataFrame, *, header: bool = True) -> str:
     head = "<tr>" + "".join(f"<th>{escape(str(c))}</th>" for c in df.columns) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(_cell(c, v) for c, v in zip(df.columns, row)) + "</tr>"
                    for row in df.itertuples(index=False))
-    return f"<div class='scroll'><table>{head}{body}</table></div>"
+    return f"<div class='scroll'><table{'' if header else ' class=kv'}>{head}{body}</table></div>"
 
 
 def _cell(column, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "<td>&ndash;</td>"
+        return "<td class='num'>&ndash;</td>"
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or type(value).__name__ == "bool_":
         return f"<td>{escape(str(value))}</td>"
     if isinstance(value, numbers.Integral):
