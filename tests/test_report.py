@@ -88,6 +88,10 @@ def _family(root: Path, *, ensemble: bool = True) -> ExperimentDir:
         f.write(json.dumps({"epoch": 2, "metric": METRIC, f"val_{METRIC}": 0.62, "gblend_w_fused": 0.6, "gblend_w_text": 0.4}) + "\n")
     if ensemble:
         build_ensemble(exp.path, size=10)
+        bundle = exp.path / "bundle"  # what `mmsearch export` writes there, as far as the report reads it
+        bundle.mkdir()
+        (bundle / "manifest.json").write_text(json.dumps({"format": "mmsearch-bundle", "members": [{}, {}],
+                                                          "files": {"a": "", "b": ""}, "created": "today"}))
     return exp
 
 
@@ -124,6 +128,9 @@ def test_the_python_api_returns_every_table(family):
     assert len(rep.curves) == 16 * 3 + 1 + 2 + 2 + 1 and set(rep.curves.query("trial == 'stopped'")["epoch"]) == {1}
     assert set(rep.modalities["modalities"]) == {"all", "text"}
     assert rep.gblend.set_index("trial").loc["gblend", "text"] == 0.4
+    summary = rep.summary.set_index("item")["value"]
+    assert summary["bundle"].endswith("bundle: 2 members, 2 files, created today")
+    assert summary["trials"] == "19 TERMINATED, 1 INCOMPLETE" and summary["best single trial"].startswith("t1")
 
 
 def test_member_contributions_are_the_ensemble_without_each_member(family):

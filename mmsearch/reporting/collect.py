@@ -20,15 +20,13 @@ from ..search.pool import PoolEntry, read_pool
 from ..search.status import tricks_on
 from ._states import trial_states
 
-BUNDLE_FORMAT = "mmsearch-bundle"  # bundle.manifest.FORMAT, without importing the bundle package
-
 
 @dataclass
 class Trial:
     trial_id: str
     state: str                 # Tune's (TERMINATED, RUNNING, ERROR, PENDING), STOPPED (ASHA), or INCOMPLETE
     config: dict               # the resolved flat config ({} when the trial never wrote one)
-    curve: list[dict]          # one report per epoch, oldest first (metrics.jsonl)
+    curve: list[dict]          # one report per epoch, oldest first (the run's metrics log)
     val: float | None          # the val metric of its predictions (its latest report's if it has none)
     holdout: float | None
     epochs: int
@@ -163,11 +161,13 @@ def _tune_config(state: dict) -> dict:
 
 def _bundle(exp_dir: Path) -> tuple[Path, dict] | None:
     """An exported bundle inside the experiment (where `mmsearch demo` writes it), by its manifest."""
-    for manifest in sorted(exp_dir.glob("*/manifest.json")):
+    from ..bundle.manifest import FORMAT, MANIFEST  # standard library only
+
+    for manifest in sorted(exp_dir.glob(f"*/{MANIFEST}")):
         try:
             content = json.loads(manifest.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if isinstance(content, dict) and content.get("format") == BUNDLE_FORMAT:
+        if isinstance(content, dict) and content.get("format") == FORMAT:
             return manifest.parent, content
     return None
