@@ -65,7 +65,11 @@ def _leaderboard(rep: Report) -> str:
 
 def _curves(rep: Report) -> str:
     figure = plots.curves(rep.experiment)
-    return _figure(figure, "learning curves") if figure else _warn("No trial has reported an epoch yet.")
+    if not figure:
+        return _warn("No trial has reported an epoch yet.")
+    return _note(f"The val {escape(rep.experiment.metric)} each trial reported after each epoch (the best in dark blue). "
+                 "Dashed, ending in an x: stopped early by the scheduler (ASHA); dotted, ending in a circle: not finished "
+                 "(running, or interrupted); a lone point: a tree member (fitted once) or a trial one epoch in.") + _figure(figure, "learning curves")
 
 
 def _attribution(rep: Report) -> str:
@@ -80,7 +84,7 @@ def _attribution(rep: Report) -> str:
     if table["effect"].isna().all() and too_few:
         out.append(_warn(f"Too few trials for a conclusion: an interval needs at least {MIN_PER_ARM} scored trials with "
                          f"a trick on and {MIN_PER_ARM} with it off, and no trick has them yet ({scored} scored "
-                         f"trial{'' if scored == 1 else 's'}). Run more trials (`mmsearch resume EXP --more N`)."))
+                         f"trial{'' if scored == 1 else 's'}). Run more trials: <code>mmsearch resume {escape(str(exp.path))} --more N</code>."))
     elif table["effect"].notna().any():
         out.append(_figure(plots.effects(table, exp.metric, exp.higher_is_better), "trick effects"))
     shares = trick_importance(rep.importance)
