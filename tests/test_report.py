@@ -201,12 +201,14 @@ def test_tune_states_name_stopped_running_and_failed_trials(tmp_path, monkeypatc
     _trial(exp, "asha", {}, [0.5], finished=False)
     _trial(exp, "live", {}, [0.6], finished=False)
     _trial(exp, "done", {}, [0.4, 0.7])
-    states = {"asha": {"state": "TERMINATED"}, "live": {"state": "RUNNING", "time_s": 12.0},
+    _trial(exp, "begun", {}, [0.3], finished=False)
+    states = {"asha": {"state": "TERMINATED"}, "live": {"state": "RUNNING", "time_s": 12.0}, "begun": {"state": "PENDING"},
               "done": {"state": "PENDING"},  # Tune's saved state lags: the final checkpoint is newer news
               "crashed": {"state": "ERROR", "error": "ValueError: loss is NaN", "config": {"trial": {"optim.lr": 0.1}}}}
     monkeypatch.setattr("mmsearch.reporting.collect.trial_states", lambda exp_dir: states)
     board = mmsearch.report(exp.path).leaderboard.set_index("trial")
-    assert board["state"].to_dict() == {"done": "TERMINATED", "live": "RUNNING", "asha": "STOPPED", "crashed": "ERROR"}
+    assert board["state"].to_dict() == {"done": "TERMINATED", "live": "RUNNING", "asha": "STOPPED", "begun": "RUNNING",
+                                        "crashed": "ERROR"}
     assert board.loc["crashed", "error"] == "ValueError: loss is NaN" and board.loc["live", "time_s"] == 12.0
     assert pd.isna(board.loc["crashed", f"val_{METRIC}"]) and list(board.index)[-1] == "crashed"  # no score: last
 

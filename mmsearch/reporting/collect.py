@@ -100,6 +100,8 @@ def _trial(tid: str, run: TrialRunDir | None, entry: PoolEntry | None, state: di
     name = state.get("state") or "INCOMPLETE"
     if entry and entry.finished and name in ("INCOMPLETE", "PENDING", "RUNNING"):
         name = "TERMINATED"  # its final checkpoint is newer news than Tune's last saved state
+    if name == "PENDING" and curve and not (entry and entry.finished):
+        name = "RUNNING"  # it has reported epochs since Tune last saved its state
     if name == "TERMINATED" and entry and not entry.finished:
         name = "STOPPED"  # ended by the scheduler (ASHA) before its last epoch
     times = [r.get("epoch_time_s") for r in curve if isinstance(r.get("epoch_time_s"), (int, float))]
