@@ -127,7 +127,7 @@ def test_the_python_api_returns_every_table(family):
     assert {"optim.lr", f"tricks.{NOOP}.warmup_frac"} <= set(board.columns)
     assert len(rep.curves) == 16 * 3 + 1 + 2 + 2 + 1 and set(rep.curves.query("trial == 'stopped'")["epoch"]) == {1}
     assert set(rep.modalities["modalities"]) == {"all", "text"}
-    assert rep.gblend.set_index("trial").loc["gblend", "text"] == 0.4
+    assert rep.gblend.set_index("trial").loc["gblend", "w_text"] == 0.4
     summary = rep.summary.set_index("item")["value"]
     assert summary["bundle"].endswith("bundle: 2 members, 2 files, created today")
     assert summary["trials"] == "19 TERMINATED, 1 INCOMPLETE" and summary["best single trial"].startswith("t1")

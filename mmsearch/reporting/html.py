@@ -167,7 +167,7 @@ def _float_format(column: str) -> str:
     trick's setting) to 4 significant digits."""
     if column.endswith("time_s"):
         return ".0f"
-    if column == "weight":
+    if column == "weight" or column.startswith("w_"):
         return ".3f"
     scores = ("val", "holdout", "best", "mean", "effect", "ci_", "importance", "change", "ensemble")
     return ".4f" if column.startswith(scores) or column in ("", "val", "holdout") else ".4g"

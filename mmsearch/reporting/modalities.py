@@ -23,10 +23,10 @@ def modality_table(exp: Experiment) -> pd.DataFrame:
 
 
 def gblend_table(exp: Experiment) -> pd.DataFrame:
-    """One row per trial that used G-Blend: its latest weight per head."""
+    """One row per trial that used G-Blend: its latest weight per head (columns w_<head>)."""
     rows = []
     for t in exp.trials:
-        weights = {k[len(GBLEND_PREFIX):]: v for k, v in t.last.items() if k.startswith(GBLEND_PREFIX)}
+        weights = {"w_" + k[len(GBLEND_PREFIX):]: v for k, v in t.last.items() if k.startswith(GBLEND_PREFIX)}
         if weights:
             rows.append({"trial": t.trial_id, f"val_{exp.metric}": t.val, **weights})
     return pd.DataFrame(rows)

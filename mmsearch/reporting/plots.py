@@ -125,7 +125,7 @@ def members(table: pd.DataFrame, metric: str) -> str | None:
         change = r["change_without"]
         if change is not None and not pd.isna(change):
             ax.text(r["weight"], y, f"  without it: {change:+.4f} val {metric}", va="center", fontsize=8)
-    ax.set_xlim(0, max(1.0, rows["weight"].max()) * 1.45)
+    ax.set_xlim(0, 1)  # the notes may run past the axis: the saved figure grows to hold them
     _style(ax)
     return _png(fig)
 
@@ -153,12 +153,12 @@ def gblend(table: pd.DataFrame) -> str | None:
     """The G-Blend weight of each head, per trial (stacked to 1 when the weights are normalised)."""
     if table.empty:
         return None
-    heads = [c for c in table.columns if c not in ("trial",) and not c.startswith("val_")]
+    heads = [c for c in table.columns if c.startswith("w_")]
     fig, ax = _figure(0.9 + 0.36 * len(table))
     left = [0.0] * len(table)
     for i, head in enumerate(heads):
         values = [0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in table[head]]
-        ax.barh(range(len(table)), values, left=left, label=head, color=f"C{i}")
+        ax.barh(range(len(table)), values, left=left, label=head[2:], color=f"C{i}")
         left = [a + b for a, b in zip(left, values)]
     ax.set_yticks(range(len(table)), table["trial"])
     ax.set_xlabel("G-Blend weight per head (latest epoch)")
