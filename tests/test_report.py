@@ -105,7 +105,7 @@ def test_a_trick_built_to_help_has_an_interval_above_zero_and_a_noop_one_around_
     helps, noop = tricks.loc[HELPS], tricks.loc[NOOP]
     assert helps["ci_low"] > 0 and helps["verdict"].startswith("helped")
     assert helps["effect"] == pytest.approx(0.1, abs=0.03)
-    assert helps["on"] == 8  # the tree member's switch is not counted: the loop applies no trick to trees
+    assert helps["on"] == 8  # the tree member's switch is not counted: the loop applies no trick to fitted members
     assert noop["ci_low"] < 0 < noop["ci_high"] and noop["verdict"].startswith("no clear effect")
 
 
@@ -123,7 +123,7 @@ def test_the_python_api_returns_every_table(family):
     board = rep.leaderboard
     assert len(board) == 20 and board["trial"].iloc[0] in {f"t{i:02d}" for i in range(8, 16)}  # best val first
     assert board.set_index("trial").loc["stopped", "state"] == "INCOMPLETE"  # no Tune state: it cannot say more
-    assert board.set_index("trial").loc["tree", "tricks"] == "n/a (tree)"
+    assert board.set_index("trial").loc["tree", "tricks"] == "n/a (fitted once)"
     assert {"optim.lr", f"tricks.{NOOP}.warmup_frac"} <= set(board.columns)
     assert len(rep.curves) == 16 * 3 + 1 + 2 + 2 + 1 and set(rep.curves.query("trial == 'stopped'")["epoch"]) == {1}
     assert set(rep.modalities["modalities"]) == {"all", "text"}

@@ -11,7 +11,7 @@
 
 Trials stopped early by ASHA count with the score of their last epoch: the scheduler stops trials
 that rank low at a rung, so this is a fair if slightly harsh estimate of where they would end.
-Tree members (fusions fitted once, e.g. lightgbm) take no trick, whatever their config sampled: they
+Fitted members (fusions fitted once: lightgbm, linear) take no trick, whatever their config sampled: they
 are left out of the marginal effects and enter the importance with every trick off.
 
 Too few trials (why these thresholds): an interval needs at least MIN_PER_ARM trials with the
@@ -51,8 +51,8 @@ def trick_names(trials: list[Trial]) -> list[str]:
 
 def marginal_effects(exp: Experiment) -> pd.DataFrame:
     """One row per trick on in some trial: trials on / off, mean val metric of each, the effect
-    (on - off) and its bootstrap 95 % interval, and a verdict in words. Tree members are left out:
-    the loop applies no trick to them, so they would only dilute the 'off' arm."""
+    (on - off) and its bootstrap 95 % interval, and a verdict in words. Fitted members are left out:
+    the loop applies no trick to them (trees, the linear probe), so they would only dilute the 'off' arm."""
     trials, better = [t for t in exp.scored if t.tricks_apply], 1 if exp.higher_is_better else -1
     rows = []
     for name in trick_names(exp.trials):

@@ -33,7 +33,7 @@ class Trial:
     time_s: float | None       # Tune's time_total_s, else the sum of its epochs' times
     error: str | None = None
     in_pool: bool = False      # has usable predictions (what the ensemble may pick)
-    tricks_apply: bool = True  # False: a tree member, fitted once; the loop applies no trick to it
+    tricks_apply: bool = True  # False: a fitted member (trees, the linear probe): the loop applies no trick to it
 
     @property
     def last(self) -> dict:
@@ -41,7 +41,7 @@ class Trial:
 
     @property
     def params(self) -> dict:
-        """The config as trained: a tree member's trick keys dropped (they were sampled, not used)."""
+        """The config as trained: a fitted member's trick keys dropped (they were sampled, not used)."""
         return self.config if self.tricks_apply else {k: v for k, v in self.config.items() if not k.startswith("tricks.")}
 
     @property
@@ -113,7 +113,7 @@ def _trial(tid: str, run: TrialRunDir | None, entry: PoolEntry | None, state: di
 
 
 def _fits_itself(config: dict) -> bool:
-    """A fusion fitted once (trees), not trained by the loop's epochs and hooks."""
+    """A fusion fitted once (trees, the linear probe), not trained by the loop's epochs and hooks."""
     from ..errors import ConfigError
     from ..registry import FUSIONS  # imports the fusion modules (torch) once: the report names no fusion
 

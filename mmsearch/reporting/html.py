@@ -69,7 +69,7 @@ def _curves(rep: Report) -> str:
         return _warn("No trial has reported an epoch yet.")
     return _note(f"The val {escape(rep.experiment.metric)} each trial reported after each epoch (the best in dark blue). "
                  "Dashed, ending in an x: stopped early by the scheduler (ASHA); dotted, ending in a circle: not finished "
-                 "(running, or interrupted); a lone point: a tree member (fitted once) or a trial one epoch in.") + _figure(figure, "learning curves")
+                 "(running, or interrupted); a lone point: a member fitted once (trees, the linear probe) or a trial one epoch in.") + _figure(figure, "learning curves")
 
 
 def _attribution(rep: Report) -> str:

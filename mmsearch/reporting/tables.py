@@ -23,7 +23,7 @@ def leaderboard_table(exp: Experiment) -> pd.DataFrame:
     params = searched_keys(exp.trials)
     rows = [{"trial": t.trial_id, "state": t.state, f"val_{exp.metric}": t.val, f"holdout_{exp.metric}": t.holdout,
              "epochs": t.epochs, "time_s": t.time_s, "model": model_label(t.config) if t.config else "?",
-             "tricks": ", ".join(t.tricks) or ("-" if t.tricks_apply else "n/a (tree)"),
+             "tricks": ", ".join(t.tricks) or ("-" if t.tricks_apply else "n/a (fitted once)"),
              **{k: _cell(t.params.get(k)) for k in params}, "error": t.error}
             for t in exp.trials]
     return pd.DataFrame(rows, columns=["trial", "state", f"val_{exp.metric}", f"holdout_{exp.metric}", "epochs",
