@@ -10,9 +10,10 @@ Public API (heavy dependencies load on first use of the submodules):
   mmsearch.build_ensemble              an experiment's ensemble, chosen on val, scored on holdout
   mmsearch.export_bundle               experiment -> self-contained bundle (JSON + safetensors)
   mmsearch.Predictor / load_bundle     a bundle's predict / predict_proba / evaluate (no Ray)
+  mmsearch.report                      an experiment's report as DataFrames (which tricks helped, ...)
 """
 __version__ = "0.1.0"
-__all__ = ["__version__", "Predictor", "load_bundle", "export_bundle", "build_ensemble"]
+__all__ = ["__version__", "Predictor", "load_bundle", "export_bundle", "build_ensemble", "report"]
 
 
 def __getattr__(name: str):
@@ -25,4 +26,8 @@ def __getattr__(name: str):
         from .ensemble.build import build_ensemble
 
         return build_ensemble
+    if name == "report":  # the package is mmsearch.reporting: a submodule named report would shadow this
+        from .reporting import report
+
+        return report
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,8 @@
 emoji (image + text + tabular) -> a small search (search_spaces/auto.yaml, the default space: the
 packaged Lite0, MiniLM and FT-Transformer; tree and frozen-tower members first, then fine-tuned
 ones; TPE + ASHA) -> a Caruana ensemble chosen on val -> an exported bundle
--> the bundle's predictions on the test (holdout) rows -> one table. Rerunning it with the same
+-> the bundle's predictions on the test (holdout) rows -> one table -> the report (one HTML page:
+which tricks helped, the ensemble's members, learning curves). Rerunning it with the same
 --out continues an interrupted demo (finished trials are kept) and rebuilds the rest.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .search.pool import read_pool, skipped_note
 from .search.status import tricks_on
 
 SPACE = Path(__file__).parent / "search_spaces" / "auto.yaml"
-STEPS = 5
+STEPS = 6
 
 
 def _say(message: str) -> None:
@@ -31,6 +32,7 @@ def run_demo(out: str | Path = "runs/demo", *, trials: int = 8, table=None, spac
     from .bundle.predictor import load_bundle
     from .data.prepare import PreparedData
     from .ensemble.build import build_ensemble, format_scores
+    from .reporting import write_report
     from .search import experiment
 
     out, t0 = Path(out), time.perf_counter()
@@ -92,6 +94,11 @@ def run_demo(out: str | Path = "runs/demo", *, trials: int = 8, table=None, spac
         f"({summary['members']} of {summary['trials']} trials)  |  best single trial {summary['best_single_test']:.4f} "
         f"({summary['best_single_trial']})  |  uniform average {summary['uniform_test']:.4f}")
     log(f"bundle: {bundle}   (mmsearch predict {bundle} --data TABLE --out predictions.csv)")
+
+    step(6, "report: which tricks helped, the ensemble's members, learning curves")
+    summary["report"] = str(write_report(out))
+    log(f"report: {summary['report']}   (open it in a browser; `mmsearch report {out}` rewrites it)")
+    summary["wall_s"] = time.perf_counter() - t0
     log(f"done in {_clock(summary['wall_s'])}")
     return summary
 

@@ -21,13 +21,16 @@ def test_demo_searches_ensembles_exports_and_predicts(tmp_path):
     summary = run_demo(tmp_path / "demo", trials=2, table=table, space=space, log=lines.append)
 
     text = "\n".join(lines)
-    assert all(f"[demo {i}/5]" in text for i in range(1, 6))  # progress through every step
+    assert all(f"[demo {i}/6]" in text for i in range(1, 7))  # progress through every step
     assert summary["trials"] == 2 and (tmp_path / "demo" / "bundle" / "manifest.json").is_file()
     # the bundle, run on the test rows, scores exactly what the ensemble's holdout score said
     ens = json.loads((tmp_path / "demo" / "ensemble" / "ensemble.json").read_text())
     assert summary["ensemble_test"] == ens["scores"]["ensemble"]["holdout"]
     assert summary["best_single_test"] == ens["scores"]["best_single"]["holdout"]
     assert f"ensemble {summary['ensemble_test']:.4f}" in text and str(tmp_path / "demo" / "bundle") in text
+    report = tmp_path / "demo" / "report.html"  # the last step: the report, its path printed
+    assert summary["report"] == str(report) and f"report: {report}" in text
+    assert "id='attribution'" in report.read_text() and "data:image/png;base64," in report.read_text()
 
     # rerun: the finished search is kept (no trial reruns), the rest is rebuilt
     again = run_demo(tmp_path / "demo", trials=2, table=table, space=space, log=lambda _: None)
