@@ -92,8 +92,9 @@ def driver_kills(work: Path, table: Path, trials: int, kills: int, rng: random.R
     total_s, log = 0.0, work / "chaos.log"
     for k in range(kills):
         cmd = _search_cmd(table, space, storage, "chaos", 0) if k == 0 else [sys.executable, "-m", "mmsearch.cli", "resume", str(exp)]
-        # a random moment within the first 60 % of a whole search: startup, mid-epoch, mid-checkpoint
-        seconds, killed = _run(cmd, log, kill_after=rng.uniform(5, 0.6 * reference_s))
+        # a random moment of a whole search's length (Ray's start-up included): start-up, mid-epoch,
+        # mid-checkpoint, between trials
+        seconds, killed = _run(cmd, log, kill_after=rng.uniform(0.3, 1.0) * reference_s)
         total_s += seconds
         state = _trials(exp)
         for tid, t in state.items():

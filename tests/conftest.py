@@ -123,7 +123,7 @@ def run_importing_none_of(code: str, forbidden: tuple[str, ...]) -> None:
 class CrashAfterFirstEpoch(LocalContext):
     """A run that dies (KeyboardInterrupt) right after its epoch-1 checkpoint: for resume tests."""
 
-    def report(self, metrics, checkpoint):
-        super().report(metrics, checkpoint)
+    def report(self, metrics, checkpoint, *, again=False):
+        super().report(metrics, checkpoint, again=again)
         if metrics["epoch"] == 1:
             raise KeyboardInterrupt("simulated crash after the epoch-1 checkpoint")

@@ -52,6 +52,8 @@ def test_resume_continues_from_the_last_checkpoint(small_prepared, tiny, tmp_pat
     # a finished run asked to run again reports its final result instead of training more
     again = train(trial, small_prepared.dir, LocalContext(tmp_path / "crashed"))
     assert again == resumed
+    log = (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in log] == [1, 2, 3]  # said again to Tune, not logged twice
 
 
 def test_nan_loss_is_an_error_with_its_cause(small_prepared, tiny, tmp_path, monkeypatch):

@@ -35,10 +35,14 @@ class LocalContext:
     def prepare_loader(self, loader):
         return loader
 
-    def report(self, metrics: dict, checkpoint: Path | None) -> None:
-        self.run.append_metrics(metrics)
+    def report(self, metrics: dict, checkpoint: Path | None, *, again: bool = False) -> None:
+        """again: a finished run restarted says its final result once more (Tune had not heard
+        it before a crash); the log already holds it. The checkpoint is committed before the log
+        line is written, so the log never shows an epoch a restart would train again."""
         if checkpoint is not None:
             self.run.commit(checkpoint, epoch=metrics["epoch"], final=bool(metrics.get("final")), keep=self.keep)
+        if not again:
+            self.run.append_metrics(metrics)
 
     def scratch_dir(self) -> Path:
         return self.run.scratch()
@@ -49,10 +53,10 @@ class TuneContext(LocalContext):
     run dir (written before Tune hears of the epoch, so a scheduler's stop never loses one), and
     every report goes to Tune for the scheduler and the searcher."""
 
-    def report(self, metrics: dict, checkpoint: Path | None) -> None:
+    def report(self, metrics: dict, checkpoint: Path | None, *, again: bool = False) -> None:
         import ray.tune
 
-        super().report(metrics, checkpoint)
+        super().report(metrics, checkpoint, again=again)
         ray.tune.report(metrics)
 
 
@@ -88,7 +92,7 @@ class RayContext:
 
         return ray.train.torch.prepare_data_loader(loader)
 
-    def report(self, metrics: dict, checkpoint: Path | None) -> None:
+    def report(self, metrics: dict, checkpoint: Path | None, *, again: bool = False) -> None:
         import ray.train
 
         ckpt = ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint is not None else None

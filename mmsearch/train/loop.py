@@ -125,7 +125,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
         trainer = checkpoint.restore(resume, model=model, optimizer=optimizer, scheduler=scheduler, tricks=tricks)
         history, start_epoch, state.step = trainer["history"], trainer["epoch"], trainer["step"]
         if trainer.get("finished"):  # Train got ahead of Tune before a crash: say it again
-            ctx.report(trainer["final_metrics"], None)
+            ctx.report(trainer["final_metrics"], None, again=True)
             return trainer["final_metrics"]
         _say(ctx, f"resuming after epoch {start_epoch} from {resume}")
 
