@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from .layout.uri import local_path
+
 
 AUTO_SPACE = Path(__file__).parent / "search_spaces" / "auto.yaml"  # `mmsearch search` without --space
 
@@ -112,7 +114,7 @@ def cmd_search(args) -> int:
     settings = experiment.Settings(**{f.name: getattr(args, f.name) for f in fields(experiment.Settings)})
     experiment.check_gpus(settings.gpus_per_worker, args.address)
     source, label = _table(args)
-    exp = experiment.create(source, label, args.space, Path(args.storage) / args.name, settings,
+    exp = experiment.create(source, label, args.space, local_path(args.storage, "--storage") / args.name, settings,
                             overrides=_overrides(args.set), **_prepare_kw(args))
     print(f"[mmsearch] experiment {exp}: {settings.num_samples} trials, {settings.searcher} + {settings.scheduler}")
     experiment.run(exp, address=args.address)
@@ -262,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="fix a key on top of the space (repeatable), e.g. --set model.image_size=64 --set train.epochs=2")
     s.add_argument("--name", required=True, help="experiment name: the folder STORAGE/NAME")
-    s.add_argument("--storage", default="runs", help="where experiments live (default ./runs)")
+    s.add_argument("--storage", default="runs", help="where experiments live: a folder or a file:// URI, shared by every "
+                                                     "node of a cluster (default ./runs)")
     s.add_argument("--num-samples", type=int, default=default.num_samples, help="trials (grid: repeats of the whole grid)")
     s.add_argument("--time-budget-s", type=float, default=default.time_budget_s, help="stop starting trials after this many seconds (0: none)")
     s.add_argument("--searcher", choices=list(SEARCHERS), default=default.searcher)
@@ -272,7 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cpus-per-worker", type=float, default=default.cpus_per_worker,
                    help="0: a node's CPUs shared by the concurrent trials' workers (default: %(default)s)")
     s.add_argument("--gpus-per-worker", type=float, default=default.gpus_per_worker)
-    s.add_argument("--max-failures", type=int, default=default.max_failures, help="restarts of a trial from its last checkpoint")
+    s.add_argument("--max-failures", type=int, default=default.max_failures,
+                   help="restarts of a trial whose process or node died, from its last epoch checkpoint (default: "
+                        "%(default)s; -1: no limit)")
+    s.add_argument("--trial-timeout-s", type=float, default=default.trial_timeout_s,
+                   help="end a trial that runs longer than this (a hang): it is not retried, `status` shows the cause "
+                        "and the pool leaves it out (default 0: no limit)")
     s.add_argument("--runner", choices=list(RUNNERS), default=default.runner,
                    help="auto: a one-worker trial trains in its Tune trial process, several workers run under Ray Train "
                         "(DDP); ray-train: every trial runs under Ray Train")
@@ -347,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
 
     shown, warnings.showwarning = warnings.showwarning, show
     try:
+        if getattr(args, "exp_dir", None):  # an experiment given as a file:// URI
+            args.exp_dir = str(local_path(args.exp_dir, "the experiment"))
         return args.fn(args)
     except MMSearchError as e:
         print(f"mmsearch: error: {e}", file=sys.stderr)

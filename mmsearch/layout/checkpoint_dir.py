@@ -10,6 +10,8 @@ A checkpoint directory (one epoch's state, or a trial's final result):
 A trial's run directory (in-process and one-worker Tune trials, `mmsearch train --out`):
   config.json                        `mmsearch train`: the resolved config, before training starts
   metrics.jsonl                      one line per report
+  failed.json                        why the trial's last attempt failed (an error, a timeout); a
+                                     retry that starts removes it, except a timeout's
   checkpoints/epoch_NNN/             the newest epoch checkpoints: resume points
   final/                             the final checkpoint (it supersedes checkpoints/)
 A Ray Train run (a trial with several workers) keeps Ray's own checkpoint directories at the top
@@ -35,7 +37,7 @@ from ._json import read_object
 PARTS = ("val", "holdout")  # every checkpoint holds predictions on these parts of the split
 _WEIGHTS, _CONFIG, _TRAINER = "model.safetensors", "config.json", "trainer.json"
 _OPTIMIZER, _TRICKS = "optimizer.pt", "tricks.pt"
-_METRICS_LOG, _FINAL, _EPOCHS = "metrics.jsonl", "final", "checkpoints"
+_METRICS_LOG, _FINAL, _EPOCHS, _FAILED = "metrics.jsonl", "final", "checkpoints", "failed.json"
 
 
 class IncompleteCheckpoint(MMSearchError):
@@ -153,6 +155,26 @@ class TrialRunDir:
     @property
     def metrics_log(self) -> Path:
         return self.path / _METRICS_LOG
+
+    def record_failure(self, kind: str, cause: str) -> None:
+        """kind: "error" (the trial raised) or "timeout" (it ran past its time limit)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path / _FAILED, json.dumps({"kind": kind, "cause": cause}))
+
+    def failure(self) -> dict | None:
+        """{"kind", "cause"} of the last attempt's failure; None if it has not failed (or a retry
+        is under way). A record that cannot be read still counts as a failure."""
+        file = self.path / _FAILED
+        if not file.is_file():
+            return None
+        try:
+            found = json.loads(file.read_text())
+            return {"kind": str(found["kind"]), "cause": str(found["cause"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {"kind": "error", "cause": f"{file} is unreadable"}
+
+    def clear_failure(self) -> None:
+        (self.path / _FAILED).unlink(missing_ok=True)
 
     def append_metrics(self, row: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

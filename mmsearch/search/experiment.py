@@ -46,6 +46,7 @@ class Settings:
     cpus_per_worker: float = 0.0     # 0: auto, the CPUs per node shared by the concurrent trials' workers
     gpus_per_worker: float = 0.0
     max_failures: int = 1           # restarts from the last checkpoint, per trial
+    trial_timeout_s: float = 0.0    # 0: none; a trial running longer is ended (search/trial_guard.py)
     seed: int = 0
     runner: str = "auto"            # a name in RUNNERS
 
@@ -60,7 +61,8 @@ class Settings:
                 raise ConfigError(f"--{flag} {value}: must be at least 1")
         for flag, value, meaning in (("time-budget-s", self.time_budget_s, "0: no budget"),
                                      ("cpus-per-worker", self.cpus_per_worker, "0: a share of the node's CPUs"),
-                                     ("gpus-per-worker", self.gpus_per_worker, "0: CPU only")):
+                                     ("gpus-per-worker", self.gpus_per_worker, "0: CPU only"),
+                                     ("trial-timeout-s", self.trial_timeout_s, "0: no limit")):
             if not value >= 0:  # also NaN
                 raise ConfigError(f"--{flag} {value}: must be >= 0 ({meaning})")
         if self.max_failures < -1:
@@ -192,17 +194,20 @@ def trial_driver(config: dict, *, exp_dir: str, settings: dict, resources: dict)
     """One Tune trial: train the trial's config, in this process or through a Ray Train run."""
     import ray.tune
 
+    from .trial_guard import guarded
+
     s = Settings(**settings)
     trial = config.get("trial", config)  # grid search wraps the whole config in "trial"
     trial_id = ray.tune.get_context().get_trial_id()
-    if s.in_trial:
-        from ..train.context import TuneContext
-        from ..train.loop import train
+    layout = ExperimentDir(exp_dir)
+    with guarded(layout.trial_run(trial_id), s.trial_timeout_s):
+        if s.in_trial:
+            from ..train.context import TuneContext
+            from ..train.loop import train
 
-        layout = ExperimentDir(exp_dir)
-        train(trial, layout.data, TuneContext(layout.trial_run(trial_id).path))
-    else:
-        _drive_ray_train(trial, trial_id, exp_dir, s, resources)
+            train(trial, layout.data, TuneContext(layout.trial_run(trial_id).path))
+        else:
+            _drive_ray_train(trial, trial_id, exp_dir, s, resources)
 
 
 def _drive_ray_train(trial: dict, trial_id: str, exp_dir: str, s: Settings, resources: dict) -> None:

@@ -99,6 +99,8 @@ def pool_arrays(exp_dir: str | Path, part: str) -> tuple[np.ndarray, list[PoolEn
 
 def _read_trial(run: TrialRunDir) -> PoolEntry | str | None:
     """The trial's entry; or why it is left out; None if it has written no checkpoint yet."""
+    if (failed := run.failure()) is not None:  # its checkpoints led up to a crash, a NaN, a hang
+        return f"failed: {failed['cause']}"
     ckpt = run.best_checkpoint()
     if ckpt is None:
         written = run.checkpoints()  # each has a trainer file: finished writing, then damaged

@@ -42,8 +42,10 @@ def leaderboard(exp_dir: Path) -> str:
     pool = {e.trial_id: e for e in found.entries}
     metric = next(iter(pool.values())).metric if pool else None
     rows = []
+    layout = ExperimentDir(exp_dir)
     for tid in sorted(set(states) | set(pool)):
         st, entry = states.get(tid, {}), pool.get(tid)
+        failed = layout.trial_run(tid).failure()  # the trial's own record says more than "the actor died"
         tune_config = st.get("config") or {}
         config = entry.config if entry else tune_config.get("trial", tune_config)  # grid wraps it in "trial"
         state = st.get("state", "?")
@@ -52,7 +54,7 @@ def leaderboard(exp_dir: Path) -> str:
         score = entry.val_metric if entry else None
         rows.append((entry.val_score if entry else float("-inf"), tid, state, entry.epoch if entry else (st.get("epoch") or 0),
                      score, st.get("time_s"), model_label(config), tricks_on(config) + blend_weights_note(entry.last if entry else {}),
-                     st.get("error")))
+                     failed["cause"] if failed else st.get("error")))
     rows.sort(key=lambda r: (-r[0], r[1]))
     head = f"{'trial':<22} {'state':<11} {'epochs':>6} {'val ' + (metric or 'score'):>14} {'time_s':>8}  {'model':<7} tricks"
     lines = [f"experiment {exp_dir}: {len(rows)} trials, {len(pool)} with predictions", head]
