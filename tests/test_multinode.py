@@ -55,11 +55,18 @@ def _experiment(tmp_path, table, epochs: int, lrs: list[float], **settings):
                              experiment.Settings(searcher="grid", scheduler="fifo", num_samples=1, **settings))
 
 
-def _actor_nodes(cluster, class_name: str) -> set[str]:
+def _actor_nodes(cluster, class_name: str, expected: int = 1) -> set[str]:
+    """The nodes where actors of that class ran (dead ones included), once at least `expected`
+    show: the state API may lag the actors' ends by a moment."""
     from ray.util.state import list_actors
 
-    found = list_actors(address=cluster.address, limit=1000, raise_on_missing_output=False)
-    return {a.node_id for a in found if a.class_name == class_name}
+    deadline = time.time() + 30
+    while True:
+        found = list_actors(address=cluster.address, limit=1000, raise_on_missing_output=False, detail=True)
+        nodes = {a.node_id for a in found if a.class_name == class_name}
+        if len(nodes) >= expected or time.time() > deadline:
+            return nodes
+        time.sleep(1)
 
 
 def _epochs_per_trial(exp) -> dict[str, list[int]]:
@@ -90,7 +97,7 @@ def test_trials_are_placed_on_both_worker_nodes(cluster, tmp_path, table):
     cluster.wait_for_nodes()
     exp = _experiment(tmp_path, table, epochs=1, lrs=[3e-3, 1e-3], max_concurrent=2, cpus_per_worker=1)
     experiment.run(exp, address=cluster.address)
-    assert _actor_nodes(cluster, "ImplicitFunc") == nodes  # one trial per 1-CPU node, at the same time
+    assert _actor_nodes(cluster, "ImplicitFunc", expected=2) == nodes  # one trial per 1-CPU node, at the same time
     assert len([e for e in load_pool(exp) if e.finished]) == 2
 
 
@@ -99,7 +106,7 @@ def test_a_two_worker_ddp_trial_spans_two_nodes(cluster, tmp_path, table):
     cluster.wait_for_nodes()
     exp = _experiment(tmp_path, table, epochs=1, lrs=[3e-3], workers_per_trial=2, cpus_per_worker=1)
     experiment.run(exp, address=cluster.address)
-    assert _actor_nodes(cluster, "RayTrainWorker") == nodes  # a 1-CPU worker on each node: DDP across them
+    assert _actor_nodes(cluster, "RayTrainWorker", expected=2) == nodes  # a 1-CPU worker on each node: DDP across them
     (entry,) = load_pool(exp)
     assert entry.finished and entry.last["world_size"] == 2
 
@@ -147,5 +154,5 @@ def test_a_lost_node_costs_only_the_epochs_since_the_last_checkpoint(cluster, tm
     assert after[finished_first] == [1, 2, 3]  # not rerun
     assert after[interrupted] == [1, 2, 3]  # resumed after epoch 1: no epoch trained twice
     assert all(e.finished for e in load_pool(exp)) and len(load_pool(exp)) == 2
-    assert {replacement, doomed.node_id} <= _actor_nodes(cluster, "ImplicitFunc")  # the retry ran on the new node
+    assert {replacement, doomed.node_id} <= _actor_nodes(cluster, "ImplicitFunc", expected=2)  # the retry ran on the new node
     assert leaderboard(exp).count("TERMINATED") == 2
