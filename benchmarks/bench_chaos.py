@@ -13,7 +13,7 @@ what is lost (issue 14).
    (Tune's `ImplicitFunc` actor) SIGKILLed K times at random moments: every trial must finish,
    and each restart continues from the last epoch checkpoint (no epoch trained twice).
 
-    .venv/bin/python benchmarks/bench_chaos.py [--kills 10] [--trials 8]
+    .venv/bin/python benchmarks/bench_chaos.py [--kills 10] [--trials 24]
 
 Writes benchmarks/results/chaos.json.
 """
@@ -45,7 +45,7 @@ TINY = {  # random tiny towers (no pretrained weights): what is measured is book
 
 def _space(work: Path, trials: int) -> Path:
     space = work / "space.yaml"
-    lrs = [float(f"{v:.2e}") for v in [3e-3 * 0.8**i for i in range(trials)]]
+    lrs = [float(f"{v:.3e}") for v in [3e-3 * 0.9**i for i in range(trials)]]
     space.write_text(yaml.safe_dump({"fixed": TINY, "search": {"optim.lr": {"grid": lrs}}}))
     return space
 
@@ -92,9 +92,9 @@ def driver_kills(work: Path, table: Path, trials: int, kills: int, rng: random.R
     total_s, log = 0.0, work / "chaos.log"
     for k in range(kills):
         cmd = _search_cmd(table, space, storage, "chaos", 0) if k == 0 else [sys.executable, "-m", "mmsearch.cli", "resume", str(exp)]
-        # a random moment of a whole search's length (Ray's start-up included): start-up, mid-epoch,
-        # mid-checkpoint, between trials
-        seconds, killed = _run(cmd, log, kill_after=rng.uniform(0.3, 1.0) * reference_s)
+        # a random moment 10-30 s into the run (Ray's start-up takes ~10 s): start-up, mid-epoch,
+        # mid-checkpoint, between trials; the search is long enough to outlast the kills
+        seconds, killed = _run(cmd, log, kill_after=rng.uniform(10, 30))
         total_s += seconds
         state = _trials(exp)
         for tid, t in state.items():
@@ -163,7 +163,7 @@ def _is_trial(cmdline: Path, driver: int) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kills", type=int, default=10)
-    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="/tmp/mmsearch-bench-chaos")
     args = ap.parse_args()
