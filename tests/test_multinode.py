@@ -40,6 +40,8 @@ def cluster():
 
     # the head advertises the trial slots (as cluster.yaml's head does) and, here, no CPU: trials and
     # their workers go to the worker nodes
+    # a Ray connection an earlier test left open would get this test's search instead of the cluster
+    ray.shutdown()
     # (the dashboard serves the state API the tests read the placement from)
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": {"trial_slot": 2}, "include_dashboard": True,
                                                       "dashboard_host": "127.0.0.1", "dashboard_port": _free_port()})
