@@ -127,3 +127,29 @@ class CrashAfterFirstEpoch(LocalContext):
         super().report(metrics, checkpoint, again=again)
         if metrics["epoch"] == 1:
             raise KeyboardInterrupt("simulated crash after the epoch-1 checkpoint")
+
+
+def rebuilt_holdout_predictions(exp, member: str):
+    """(predictions on the holdout rows of a trial's final weights, rebuilt as the bundle rebuilds
+    a member: from its config, no pretrained weights read, then its safetensors file; the trial's
+    own saved predictions)."""
+    import json
+
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+    from torch.utils.data import DataLoader
+
+    from mmsearch.config import TrialConfig
+    from mmsearch.data.dataset import RowDataset
+    from mmsearch.data.prepare import PreparedData
+    from mmsearch.models.model import build_model
+    from mmsearch.train.evaluate import predict
+
+    data = PreparedData.load(exp / "data")
+    final = exp / "train" / member / "final"
+    model = build_model(TrialConfig.from_flat(json.loads((final / "config.json").read_text())), data, pretrained=False)
+    model.load_state_dict(load_file(str(final / "model.safetensors")))
+    ds = RowDataset(data, "holdout", view=model.view, image_size=model.image_size, tokenize=model.tokenize)
+    preds, _, _ = predict(model.eval(), DataLoader(ds, batch_size=64), torch.device("cpu"), "fp32", data.schema.problem_type)
+    return preds, np.load(final / "preds_holdout.npy")

@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from safetensors.torch import load_file
 
-from conftest import TINY
+from conftest import TINY, rebuilt_holdout_predictions
 from mmsearch.bundle.export import export_bundle
 from mmsearch.bundle.predictor import Predictor
 from mmsearch.data.prepare import prepare
@@ -51,26 +50,12 @@ def test_probe_members_round_trip_through_their_weights_file_and_the_bundle(expe
     """Rebuilt from config + safetensors as the bundle does: a tabular-only probe predicts bit for
     bit; one reading the towers gets their encodings live (the trial read the cache), equal to float
     rounding. The bundle's members predict what the trials predicted."""
-    from torch.utils.data import DataLoader
-
-    from mmsearch.config import TrialConfig
-    from mmsearch.data.dataset import RowDataset
-    from mmsearch.data.prepare import PreparedData
-    from mmsearch.models.model import build_model
-    from mmsearch.train.evaluate import predict
-
     exp, table = experiment
     run_local({**PROBE, "model.modalities": "tabular"}, exp / "data", exp / "train" / "t_tab")
     if not (exp / "train" / "t_probe").exists():
         run_local(PROBE, exp / "data", exp / "train" / "t_probe")
-    data = PreparedData.load(exp / "data")
     for member, exact in (("t_tab", True), ("t_probe", False)):
-        final = exp / "train" / member / "final"
-        model = build_model(TrialConfig.from_flat(json.loads((final / "config.json").read_text())), data, pretrained=False)
-        model.load_state_dict(load_file(str(final / "model.safetensors")))
-        ds = RowDataset(data, "holdout", view=model.view, image_size=model.image_size, tokenize=model.tokenize)
-        preds, _, _ = predict(model.eval(), DataLoader(ds, batch_size=64), torch.device("cpu"), "fp32", "multiclass")
-        saved = np.load(final / "preds_holdout.npy")
+        preds, saved = rebuilt_holdout_predictions(exp, member)
         assert np.array_equal(preds, saved) if exact else np.allclose(preds, saved, atol=1e-5)
 
     predictor = Predictor.load(export_bundle(exp, tmp_path / "bundle", log=lambda *_: None), device="cpu")

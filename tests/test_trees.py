@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from conftest import TINY
+from conftest import TINY, rebuilt_holdout_predictions
 from mmsearch.bundle.export import export_bundle
 from mmsearch.bundle.predictor import Predictor
 from mmsearch.data.prepare import prepare
@@ -55,27 +55,12 @@ def test_tree_members_round_trip_through_their_weights_file_and_the_bundle(exper
     does: a tabular-only tree member predicts bit for bit. One that also reads the towers'
     encodings gets them live here while the trial read the cache, built in other batch sizes, so
     its features may differ in the last float bits (and a split on such a feature could flip)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from mmsearch.config import TrialConfig
-    from mmsearch.data.dataset import RowDataset
-    from mmsearch.data.prepare import PreparedData
-    from mmsearch.models.model import build_model
-    from mmsearch.train.evaluate import predict
-
     exp, table = experiment
     run_local({**TREES, "model.modalities": "tabular", "train.seed": 1}, exp / "data", exp / "train" / "t_tab")
     if not (exp / "train" / "t_trees").exists():
         run_local(TREES, exp / "data", exp / "train" / "t_trees")
-    data = PreparedData.load(exp / "data")
     for member, exact in (("t_tab", True), ("t_trees", False)):
-        final = exp / "train" / member / "final"
-        model = build_model(TrialConfig.from_flat(json.loads((final / "config.json").read_text())), data, pretrained=False)
-        model.load_state_dict(load_file(str(final / "model.safetensors")))
-        ds = RowDataset(data, "holdout", view=model.view, image_size=model.image_size, tokenize=model.tokenize)
-        preds, _, _ = predict(model.eval(), DataLoader(ds, batch_size=64), torch.device("cpu"), "fp32", "multiclass")
-        saved = np.load(final / "preds_holdout.npy")
+        preds, saved = rebuilt_holdout_predictions(exp, member)
         assert np.array_equal(preds, saved) if exact else np.allclose(preds, saved, atol=1e-5)
 
     predictor = Predictor.load(export_bundle(exp, tmp_path / "bundle", log=lambda *_: None), device="cpu")
