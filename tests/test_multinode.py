@@ -3,8 +3,8 @@ one head and worker nodes, each its own raylet with its own resources), reached 
 as on a cluster: trials are placed on both nodes, a 2-worker DDP trial spans two nodes, and a
 node lost mid-search costs only the epochs since the lost trial's last checkpoint.
 
-Which node ran what is read from Ray's state API (the actors' node ids), not from anything
-mmsearch reports. The nodes share this machine's file system, as the nodes of a cluster share
+Which node ran a trial is read from its run directory (attempts.jsonl: each attempt's Ray node),
+which Ray Train workers ran where from Ray's state API (the actors' node ids). The nodes share this machine's file system, as the nodes of a cluster share
 the experiment's storage."""
 from __future__ import annotations
 
@@ -81,6 +81,12 @@ def _epochs_per_trial(exp) -> dict[str, list[int]]:
     return out
 
 
+def _runs(exp):
+    from mmsearch.layout.experiment_dir import ExperimentDir
+
+    return ExperimentDir(exp).trial_runs()
+
+
 def _checkpointed(exp, trial_id: str) -> bool:
     from mmsearch.layout.checkpoint_dir import TrialRunDir
 
@@ -99,7 +105,7 @@ def test_trials_are_placed_on_both_worker_nodes(cluster, tmp_path, table):
     cluster.wait_for_nodes()
     exp = _experiment(tmp_path, table, epochs=1, lrs=[3e-3, 1e-3], max_concurrent=2, cpus_per_worker=1)
     experiment.run(exp, address=cluster.address)
-    assert _actor_nodes(cluster, "ImplicitFunc", expected=2) == nodes  # one trial per 1-CPU node, at the same time
+    assert {a["node_id"] for run in _runs(exp) for a in run.attempts()} == nodes  # one trial per 1-CPU node, at once
     assert len([e for e in load_pool(exp) if e.finished]) == 2
 
 
@@ -156,5 +162,7 @@ def test_a_lost_node_costs_only_the_epochs_since_the_last_checkpoint(cluster, tm
     assert after[finished_first] == [1, 2, 3]  # not rerun
     assert after[interrupted] == [1, 2, 3]  # resumed after epoch 1: no epoch trained twice
     assert all(e.finished for e in load_pool(exp)) and len(load_pool(exp)) == 2
-    assert {replacement, doomed.node_id} <= _actor_nodes(cluster, "ImplicitFunc", expected=2)  # the retry ran on the new node
+    where = {run.path.name: [a["node_id"] for a in run.attempts()] for run in _runs(exp)}
+    assert where[interrupted] == [doomed.node_id, replacement]  # the restart ran on the new node
+    assert where[finished_first] == [doomed.node_id]
     assert leaderboard(exp).count("TERMINATED") == 2

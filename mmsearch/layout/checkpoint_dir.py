@@ -12,6 +12,8 @@ A trial's run directory (in-process and one-worker Tune trials, `mmsearch train 
   metrics.jsonl                      one line per report
   failed.json                        why the trial's last attempt failed (an error, a timeout); a
                                      retry that starts removes it, except a timeout's
+  attempts.jsonl                     one line per attempt of a search trial: the Ray node and the
+                                     process it ran in, when it started (where a restart went)
   checkpoints/epoch_NNN/             the newest epoch checkpoints: resume points
   final/                             the final checkpoint (it supersedes checkpoints/)
 A Ray Train run (a trial with several workers) keeps Ray's own checkpoint directories at the top
@@ -38,6 +40,7 @@ PARTS = ("val", "holdout")  # every checkpoint holds predictions on these parts 
 _WEIGHTS, _CONFIG, _TRAINER = "model.safetensors", "config.json", "trainer.json"
 _OPTIMIZER, _TRICKS = "optimizer.pt", "tricks.pt"
 _METRICS_LOG, _FINAL, _EPOCHS, _FAILED = "metrics.jsonl", "final", "checkpoints", "failed.json"
+_ATTEMPTS = "attempts.jsonl"
 
 
 class IncompleteCheckpoint(MMSearchError):
@@ -175,6 +178,21 @@ class TrialRunDir:
 
     def clear_failure(self) -> None:
         (self.path / _FAILED).unlink(missing_ok=True)
+
+    def record_attempt(self, attempt: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / _ATTEMPTS, "a") as f:
+            f.write(json.dumps(attempt) + "\n")
+
+    def attempts(self) -> list[dict]:
+        """Oldest first; a line cut short by a crash is skipped."""
+        file, out = self.path / _ATTEMPTS, []
+        for line in file.read_text().splitlines() if file.is_file() else []:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
 
     def append_metrics(self, row: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

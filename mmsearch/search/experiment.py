@@ -200,7 +200,7 @@ def trial_driver(config: dict, *, exp_dir: str, settings: dict, resources: dict)
     trial = config.get("trial", config)  # grid search wraps the whole config in "trial"
     trial_id = ray.tune.get_context().get_trial_id()
     layout = ExperimentDir(exp_dir)
-    with guarded(layout.trial_run(trial_id), s.trial_timeout_s):
+    with guarded(layout.trial_run(trial_id), s.trial_timeout_s, node_id=ray.get_runtime_context().get_node_id()):
         if s.in_trial:
             from ..train.context import TuneContext
             from ..train.loop import train

@@ -1,5 +1,5 @@
-"""What a Tune trial's process does around its training: it records why an attempt failed in the
-trial's run directory (so the pool leaves the trial out and `status` can say why), and it enforces
+"""What a Tune trial's process does around its training: it records each attempt (the node and
+process it runs in) and why an attempt failed in the trial's run directory (so the pool leaves the trial out and `status` can say why), and it enforces
 --trial-timeout-s.
 
 A trial that runs past its limit is hung (a stalled file system, a deadlock in native code) or too
@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -27,7 +28,9 @@ class TrialTimedOut(MMSearchError):
 
 
 @contextmanager
-def guarded(run: TrialRunDir, timeout_s: float) -> Iterator[None]:
+def guarded(run: TrialRunDir, timeout_s: float, *, node_id: str = "") -> Iterator[None]:
+    """node_id: the Ray node this attempt runs on, recorded with the process (where it ran)."""
+    run.record_attempt({"node_id": node_id, "pid": os.getpid(), "started": time.time()})
     previous = run.failure()
     if previous is not None and previous["kind"] == "timeout":
         raise TrialTimedOut(previous["cause"])
