@@ -2,8 +2,9 @@
 
 Only files mmsearch writes are read: JSON and JSONL (settings, trial configs, per-epoch metrics,
 the ensemble, a bundle's manifest), the prepared table, and npy predictions without pickles; the
-trial states come through `_states`. A search still running is reported as it stands: a trial
-with no final checkpoint shows its curve so far and the score of its latest epoch checkpoint.
+trial states come through `search.status.trial_states` (Tune's saved state as plain JSON). A search
+still running is reported as it stands: a trial with no final checkpoint shows its curve so far and
+the score of its latest epoch checkpoint.
 """
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from ..errors import MMSearchError
 from ..layout.experiment_dir import ExperimentDir
 from ..layout.checkpoint_dir import TrialRunDir
 from ..search.pool import PoolEntry, read_pool
-from ..search.status import tricks_on
-from ._states import trial_states
+from ..search.status import trial_states, tricks_on
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The gradient-free path of a trial: a fusion that fits itself (fusion.lightgbm: trees;
 fusion.linear: a probe) gets the features of every training and val row once, fits on them
-(early-stopped or regularized on val), and is reported and checkpointed like a neural trial's final epoch, so the pool, the ensemble and the bundle take
-it as any other member."""
+(early-stopped or regularized on val), and is reported and checkpointed like a neural trial's
+final epoch, so the pool, the ensemble and the bundle take it as any other member."""
 from __future__ import annotations
 
 import time
