@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
+from .layout.remote import is_remote
 from .layout.uri import local_path
 
 
@@ -114,29 +117,52 @@ def cmd_search(args) -> int:
     settings = experiment.Settings(**{f.name: getattr(args, f.name) for f in fields(experiment.Settings)})
     experiment.check_gpus(settings.gpus_per_worker, args.address)
     source, label = _table(args)
-    exp = experiment.create(source, label, args.space, local_path(args.storage, "--storage") / args.name, settings,
+    exp = experiment.create(source, label, args.space, _storage(args.storage).child(args.name), settings,
                             overrides=_overrides(args.set), **_prepare_kw(args))
     print(f"[mmsearch] experiment {exp}: {settings.num_samples} trials, {settings.searcher} + {settings.scheduler}")
     experiment.run(exp, address=args.address)
     return cmd_status(argparse.Namespace(exp_dir=str(exp)))
 
 
+def _storage(value: str):
+    from .layout.location import Location
+
+    return Location.of(value, "--storage")
+
+
+@contextlib.contextmanager
+def _experiment_here(ref: str) -> Iterator[tuple[Path, object]]:
+    """(the experiment's folder to read here, its Location): the folder itself, or, for an
+    experiment on object storage, this machine's mirror of it, pulled first; what the command
+    wrote there (ensemble, report) is sent back after."""
+    from .layout.location import Location
+    from .search.experiment import Settings
+
+    loc = Location.of(ref)
+    if loc.remote:
+        Settings.load(loc)  # a clear error if this is not an experiment, before fetching anything
+        start = time.perf_counter()
+        fetched = loc.pull()
+        print(f"[mmsearch] {loc}: {fetched} files fetched into {loc.local()} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+    yield (loc.local() if loc.remote else Path(ref)), loc
+    loc.push_outputs()
+
+
 def cmd_resume(args) -> int:
     from .search import experiment
 
-    exp = Path(args.exp_dir)
-    experiment.Settings.load(exp)  # a clear error if this is not an experiment
-    experiment.run(exp, address=args.address, restore=True, more=args.more)
-    return cmd_status(argparse.Namespace(exp_dir=str(exp)))
+    experiment.Settings.load(args.exp_dir)  # a clear error if this is not an experiment
+    experiment.run(args.exp_dir, address=args.address, restore=True, more=args.more)
+    return cmd_status(argparse.Namespace(exp_dir=args.exp_dir))
 
 
 def cmd_status(args) -> int:
     from .search.experiment import Settings
     from .search.status import leaderboard
 
-    Settings.load(Path(args.exp_dir))  # a clear error if this is not an experiment
-
-    print(leaderboard(Path(args.exp_dir)))
+    with _experiment_here(args.exp_dir) as (exp, _):
+        Settings.load(exp)  # a clear error if this is not an experiment
+        print(leaderboard(exp, shown=args.exp_dir))
     return 0
 
 
@@ -147,20 +173,25 @@ def cmd_ensemble(args) -> int:
 
     from .ensemble.options import Selection
 
-    result = build_ensemble(args.exp_dir, **{f.name: getattr(args, f.name) for f in dataclasses.fields(Selection)})
+    with _experiment_here(args.exp_dir) as (exp, loc):
+        result = build_ensemble(exp, **{f.name: getattr(args, f.name) for f in dataclasses.fields(Selection)})
     if result["skipped"]:
         print(f"[mmsearch] note: {skipped_note(result['skipped'])}")
     print(format_scores(result))
     members = ", ".join(f"{m['trial_id']} {m['weight']:.3f}" for m in result["members"])
-    print(f"members: {members}\nwritten to {ExperimentDir(args.exp_dir).ensemble_file}")
+    print(f"members: {members}\nwritten to {loc.shown(ExperimentDir(exp).ensemble_file)}")
     return 0
 
 
 def cmd_export(args) -> int:
     from .bundle.export import export_bundle
     from .bundle.manifest import MANIFEST
+    from .errors import ConfigError
 
-    out = export_bundle(args.exp_dir, args.out)
+    if is_remote(args.out):
+        raise ConfigError(f"--out {args.out}: a bundle is written to a local folder; copy it to object storage after")
+    with _experiment_here(args.exp_dir) as (exp, _):
+        out = export_bundle(exp, args.out)
     files = [p for p in out.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files) / 1e6
     print(f"bundle {out}: {len(files)} files, {size:.1f} MB ({MANIFEST} lists their sha256)")
@@ -193,8 +224,9 @@ def cmd_demo(args) -> int:
 def cmd_report(args) -> int:
     from .reporting import write_report
 
-    path = write_report(args.exp_dir, args.out)
-    print(path)
+    with _experiment_here(args.exp_dir) as (exp, loc):
+        path = write_report(exp, args.out)
+    print(loc.shown(path))
     if args.open:
         import webbrowser
 
@@ -264,8 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="fix a key on top of the space (repeatable), e.g. --set model.image_size=64 --set train.epochs=2")
     s.add_argument("--name", required=True, help="experiment name: the folder STORAGE/NAME")
-    s.add_argument("--storage", default="runs", help="where experiments live: a folder or a file:// URI, shared by every "
-                                                     "node of a cluster (default ./runs)")
+    s.add_argument("--storage", default="runs", help="where experiments live: a folder or file:// URI (on a cluster, one "
+                   "every node mounts), or object storage: s3://bucket/path, gs://bucket/path (credentials as pyarrow reads "
+                   "them; README: On a cluster) (default ./runs)")
     s.add_argument("--num-samples", type=int, default=default.num_samples, help="trials (grid: repeats of the whole grid)")
     s.add_argument("--time-budget-s", type=float, default=default.time_budget_s, help="stop starting trials after this many seconds (0: none)")
     s.add_argument("--searcher", choices=list(SEARCHERS), default=default.searcher)
@@ -355,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
 
     shown, warnings.showwarning = warnings.showwarning, show
     try:
-        if getattr(args, "exp_dir", None):  # an experiment given as a file:// URI
+        if getattr(args, "exp_dir", None) and not is_remote(args.exp_dir):  # a path, or a file:// URI
             args.exp_dir = str(local_path(args.exp_dir, "the experiment"))
         return args.fn(args)
     except MMSearchError as e:

@@ -153,3 +153,27 @@ def rebuilt_holdout_predictions(exp, member: str):
     ds = RowDataset(data, "holdout", view=model.view, image_size=model.image_size, tokenize=model.tokenize)
     preds, _, _ = predict(model.eval(), DataLoader(ds, batch_size=64), torch.device("cpu"), "fp32", data.schema.problem_type)
     return preds, np.load(final / "preds_holdout.npy")
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A local S3 API (moto's server, in a thread): the AWS_* variables point pyarrow, Ray and
+    every process started after it at it; bucket "runs" exists."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="runs")
+    yield env
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    server.stop()

@@ -4,11 +4,15 @@ as on a cluster: trials are placed on both nodes, a 2-worker DDP trial spans two
 node lost mid-search costs only the epochs since the lost trial's last checkpoint.
 
 Which node ran a trial is read from its run directory (attempts.jsonl: each attempt's Ray node),
-which Ray Train workers ran where from Ray's state API (the actors' node ids). The nodes share this machine's file system, as the nodes of a cluster share
-the experiment's storage."""
+which Ray Train workers ran where from Ray's state API (the actors' node ids). The nodes share this
+machine's file system, as the nodes of a cluster share the experiment's folder; the node-loss test
+also runs with the experiment on (a local) S3 and a cache of its own for each node, as on a
+cluster without a shared file system."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -119,35 +123,48 @@ def test_a_two_worker_ddp_trial_spans_two_nodes(cluster, tmp_path, table):
     assert entry.finished and entry.last["world_size"] == 2
 
 
-def test_a_lost_node_costs_only_the_epochs_since_the_last_checkpoint(cluster, tmp_path):
+@pytest.mark.parametrize("storage", ["shared", "s3"])
+def test_a_lost_node_costs_only_the_epochs_since_the_last_checkpoint(storage, request, tmp_path):
     """Two trials, one at a time, on a 1-CPU worker node, driven by `mmsearch search --address
     ... --max-failures 1` in its own process. Once the second trial has checkpointed epoch 1, a
     fresh node joins and the first one is removed (its raylet and processes die, as when a machine
     is lost). The search completes: the interrupted trial resumes on the new node from its epoch-1
     checkpoint (epochs 2 and 3 trained there, epoch 1 never again) and the finished trial is not
-    rerun."""
+    rerun. shared: the experiment is a folder all nodes see; s3: it is on (a local) S3 and each
+    node has a cache of its own, so the new node finds the checkpoint only on the storage."""
     from mmsearch.data.synthetic import make_synthetic
+    from mmsearch.layout.location import Location
 
+    env = {}
+    if storage == "s3":
+        request.getfixturevalue("s3_server")  # before the cluster: its raylets inherit the AWS_* variables
+        env = {"MMSEARCH_CACHE": str(tmp_path / "driver")}
+    cluster = request.getfixturevalue("cluster")
+    node_env = lambda name: {"env_vars": {"MMSEARCH_CACHE": str(tmp_path / name)}} if storage == "s3" else {}  # noqa: E731
     table = make_synthetic(tmp_path / "table", n=480, seed=2)  # epochs of a few seconds: the node dies mid-trial
-    doomed = cluster.add_node(num_cpus=1)
+    doomed = cluster.add_node(num_cpus=1, **node_env("doomed"))
     cluster.wait_for_nodes()
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"fixed": {**TINY_FIXED, "train.epochs": 3}, "search": {"optim.lr": {"grid": [3e-3, 1e-3]}}}))
-    exp = tmp_path / "runs" / "lost"
+    runs = str(tmp_path / "runs") if storage == "shared" else f"s3://runs/{tmp_path.name}"
+    # where the trials write first: the experiment itself, or the doomed node's copy of it
+    exp = tmp_path / "runs" / "lost" if storage == "shared" else tmp_path / "doomed" / "remote"
     driver = subprocess.Popen(
         [sys.executable, "-m", "mmsearch.cli", "search", "--data", str(table), "--label", "label", "--space", str(space),
-         "--name", "lost", "--storage", str(tmp_path / "runs"), "--searcher", "grid", "--scheduler", "fifo",
+         "--name", "lost", "--storage", runs, "--searcher", "grid", "--scheduler", "fifo",
          "--num-samples", "1", "--cpus-per-worker", "1", "--max-failures", "1", "--address", cluster.address],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env})
     try:
         deadline, before = time.time() + 600, None
         while time.time() < deadline and driver.poll() is None:
+            if storage == "s3" and exp.name == "remote" and exp.is_dir() and any(exp.iterdir()):
+                exp = next(exp.iterdir()) / "node"  # the node's mirror, once the first trial made it
             epochs = _epochs_per_trial(exp) if (exp / "train").is_dir() else {}
             # the second trial's epoch 1 is reported (metrics.jsonl) and its checkpoint committed
             if len(epochs) == 2 and any(e == [1] and _checkpointed(exp, t) for t, e in epochs.items()):
                 before = epochs
                 cluster.remove_node(doomed, allow_graceful=False)
-                replacement = cluster.add_node(num_cpus=1).node_id
+                replacement = cluster.add_node(num_cpus=1, **node_env("replacement")).node_id
                 break
             time.sleep(0.05)
         out, _ = driver.communicate(timeout=600)
@@ -155,6 +172,12 @@ def test_a_lost_node_costs_only_the_epochs_since_the_last_checkpoint(cluster, tm
         driver.kill()
     assert before, "the node was never removed"
     assert driver.returncode == 0, out[-3000:]
+    if storage == "s3":  # read the experiment from the storage alone
+        loc = Location.of(f"{runs}/lost")
+        shutil.rmtree(tmp_path / "doomed")
+        loc.pull()
+        exp = loc.local()
+        assert (tmp_path / "replacement").is_dir()  # the restart pulled the checkpoint into its own cache
     interrupted = next(t for t, e in before.items() if e == [1])
     finished_first = next(t for t in before if t != interrupted)
     assert before[finished_first] == [1, 2, 3]
@@ -166,3 +189,16 @@ def test_a_lost_node_costs_only_the_epochs_since_the_last_checkpoint(cluster, tm
     assert where[interrupted] == [doomed.node_id, replacement]  # the restart ran on the new node
     assert where[finished_first] == [doomed.node_id]
     assert leaderboard(exp).count("TERMINATED") == 2
+
+
+def test_a_process_connected_to_one_cluster_refuses_to_search_another(cluster):
+    """The Python API in a process already connected to Ray: the same cluster is used, another
+    address is an error (it used to search silently on the connected one)."""
+    import ray
+
+    from mmsearch.errors import ConfigError
+
+    ray.init(address=cluster.address)
+    experiment.init_ray(experiment.Settings(), cluster.address)  # the one it is connected to: fine
+    with pytest.raises(ConfigError, match=r"--address 127.0.0.1:1: this process is connected to the Ray cluster at .* already"):
+        experiment.init_ray(experiment.Settings(), "127.0.0.1:1")

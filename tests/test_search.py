@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -118,14 +119,14 @@ def test_resume_starts_the_search_when_tune_never_saved_it(tmp_path, small_table
     for case, exp in exps.items():
         (entry,) = load_pool(exp)
         assert entry.finished, case
-        assert [p.name for p in experiment.tune_runs(exp)] == ["tune"] and leaderboard(exp).count("TERMINATED") == 1, case
+        assert [Path(p).name for p in experiment.tune_runs(exp)] == ["tune"] and leaderboard(exp).count("TERMINATED") == 1, case
 
 
 def test_an_extension_tune_never_saved_is_removed_and_the_saved_runs_kept(tmp_path, capsys):
     (tmp_path / "tune").mkdir()
     (tmp_path / "tune" / "tuner.pkl").write_bytes(b"")  # all Tune's can_restore looks for
     (tmp_path / "tune_2").mkdir()  # `resume --more N` died before its Tuner saved itself
-    assert [p.name for p in experiment._saved_runs(tmp_path, more=0)] == ["tune"]
+    assert [Path(p).name for p in experiment._saved_runs(tmp_path, more=0)] == ["tune"]
     assert not (tmp_path / "tune_2").exists()
     assert f"`mmsearch resume {tmp_path} --more N` extends the search" in capsys.readouterr().out
 
@@ -216,7 +217,7 @@ def test_a_finished_search_is_extended_and_tpe_keeps_its_history(tmp_path, small
         ray.shutdown()
     pool = {e.trial_id for e in load_pool(exp)}
     assert len(first) == 2 and first < pool and len(pool) == 4  # the first two kept, two new ones
-    assert [p.name for p in experiment.tune_runs(exp)] == ["tune", "tune_2"]
+    assert [Path(p).name for p in experiment.tune_runs(exp)] == ["tune", "tune_2"]
     (state,) = (exp / "tune_2").glob("searcher-state-*.pkl")
     study = pickle.loads(state.read_bytes())["_ot_study"]  # our own experiment's searcher state
     assert len(study.trials) == 4  # the new run's study continued from the first run's two trials

@@ -17,19 +17,17 @@ DDP ranks on one node) take a file lock: one builds, the others wait and then re
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .._atomic import atomic_write_text
+from .._atomic import atomic_write_text, file_lock
 from .dataset import RowDataset
 
 VERSION = 1  # of the cache's layout and of what an encoding means: bump to invalidate every cache
@@ -64,7 +62,7 @@ def encodings(model, data, *, batch_size: int, device: torch.device, say=print) 
             continue
         key = cache_key(slot, encoder, model.view, model.image_size, getattr(encoder, "max_len", 0))
         path = Path(data.dir) / "features" / f"{slot}-{key}"
-        with _locked(path.with_name(path.name + ".lock")):
+        with file_lock(path.with_name(path.name + ".lock")):
             if not (path / "meta.json").is_file():
                 _build(path, slot, key, model, encoder, data, batch_size, device, say)
         meta = json.loads((path / "meta.json").read_text())
@@ -72,17 +70,6 @@ def encodings(model, data, *, batch_size: int, device: torch.device, say=print) 
             arrays[m] = np.load(path / f"{m}.npy", mmap_mode="r", allow_pickle=False)
             imputed[m] = torch.from_numpy(np.load(path / f"imputed_{m}.npy", allow_pickle=False))
     return arrays, imputed
-
-
-@contextmanager
-def _locked(lock: Path):
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @torch.no_grad()

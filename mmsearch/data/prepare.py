@@ -5,17 +5,21 @@ A prepared directory holds:
   schema.json       column roles, problem type, classes
   split.json        row positions of train / val / holdout (predictions align with these)
   preprocess.json   fitted tabular + target state (plain JSON: no pickles)
+  images/           copies of the images, named in the table relative to the directory: only
+                    in an experiment on object storage (embed_images)
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .._atomic import atomic_dir
+from .._atomic import atomic_dir, atomic_file
 from ..errors import DataError
 from .checks import check_regression_label, check_split, warn_infinite_features
 from .images import check_images, resolve_paths
@@ -24,6 +28,7 @@ from .split import PARTS, split_rows
 from .tabular import TabularPreprocessor, TargetEncoder
 
 FILES = ("table.parquet", "schema.json", "split.json", "preprocess.json")
+_IMAGES = "images"  # embed_images' copies
 
 
 def read_table(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, Path]:
@@ -125,10 +130,14 @@ class PreparedData:
             raise DataError(f"{d} is not a prepared data directory (missing {', '.join(missing)})")
         state = json.loads((d / "preprocess.json").read_text())
         split = {k: np.asarray(v, dtype=np.int64) for k, v in json.loads((d / "split.json").read_text()).items()}
+        schema = Schema.from_json((d / "schema.json").read_text())
+        table = pd.read_parquet(d / "table.parquet")
+        for col in schema.by_role("image"):  # embedded images (embed_images) are relative to d
+            table[col] = [str(d / v) if isinstance(v, str) and not os.path.isabs(v) else v for v in table[col]]
         return cls(
             dir=d,
-            table=pd.read_parquet(d / "table.parquet"),
-            schema=Schema.from_json((d / "schema.json").read_text()),
+            table=table,
+            schema=schema,
             split=split,
             tabular=TabularPreprocessor(**state["tabular"]),
             target=TargetEncoder(**state["target"]),
@@ -203,3 +212,27 @@ def prepare(
         (tmp / "split.json").write_text(json.dumps({p: split[p].tolist() for p in PARTS}))
         (tmp / "preprocess.json").write_text(json.dumps({"tabular": tabular.to_dict(), "target": target.to_dict()}, indent=1))
     return PreparedData(out, df, schema, split, tabular, target)
+
+
+def embed_images(directory: str | Path) -> int:
+    """Copy the images a prepared table names into its folder (images/) and point the table at
+    the copies, by paths relative to the folder: the table then travels whole, to nodes that do
+    not share the file system it was prepared on (an experiment on object storage). Returns the
+    number of files copied."""
+    d = Path(directory)
+    schema = Schema.from_json((d / "schema.json").read_text())
+    columns = schema.by_role("image")
+    if not columns:
+        return 0
+    df = pd.read_parquet(d / "table.parquet")
+    copies: dict[str, str] = {}
+    (d / _IMAGES).mkdir(exist_ok=True)
+    for col in columns:
+        for path in df[col].dropna().unique():
+            if path not in copies:
+                copies[path] = f"{_IMAGES}/{len(copies):06d}{Path(path).suffix.lower()}"
+                shutil.copyfile(path, d / copies[path])
+        df[col] = [copies.get(v) if isinstance(v, str) else v for v in df[col]]
+    with atomic_file(d / "table.parquet", "wb") as f:
+        df.to_parquet(f, index=False)
+    return len(copies)

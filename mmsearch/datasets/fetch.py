@@ -11,7 +11,6 @@ to run by hand.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import sys
@@ -25,17 +24,12 @@ from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from .._atomic import atomic_file
+from .._cache import cache_dir  # noqa: F401  (loaders import it from here)
 from ..errors import DataError
 
 
 def log(msg: str) -> None:
     print(f"[mmsearch.data] {msg}", file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    """``$MMSEARCH_CACHE`` if set, else ``~/.cache/mmsearch``."""
-    env = os.environ.get("MMSEARCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "mmsearch"
 
 
 def fetch_once(target: Path, write: Callable[[IO], None], *, binary: bool = False) -> Path:

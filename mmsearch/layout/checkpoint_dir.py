@@ -28,7 +28,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import numpy as np
 
@@ -50,6 +50,7 @@ class IncompleteCheckpoint(MMSearchError):
 @dataclass(frozen=True)
 class CheckpointDir:
     path: Path
+    RESUME_STATE: ClassVar[tuple[str, ...]] = (_OPTIMIZER, _TRICKS)  # needed only to continue training
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
@@ -134,6 +135,7 @@ class CheckpointDir:
 @dataclass(frozen=True)
 class TrialRunDir:
     path: Path
+    RECORDS: ClassVar[tuple[str, ...]] = (_FAILED, _ATTEMPTS)  # the trial process's own files, not the training's
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
@@ -220,10 +222,12 @@ class TrialRunDir:
         return target
 
     def resume_point(self) -> CheckpointDir | None:
-        """Where a restarted run continues: the final checkpoint, else the newest epoch's."""
+        """Where a restarted run continues: the final checkpoint, else the newest complete epoch
+        checkpoint. (A commit here is a rename, whole or not at all; a copy from object storage
+        may be cut short when its node died mid-upload: then the one before it serves.)"""
         if self.final.trainer_file.is_file():
             return self.final
-        found = self.epoch_checkpoints()
+        found = [c for c in self.epoch_checkpoints() if c.is_complete()]
         return found[-1] if found else None
 
     def checkpoints(self) -> list[CheckpointDir]:

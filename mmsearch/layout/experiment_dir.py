@@ -6,6 +6,7 @@
     EXP/tune/, tune_2/, ...       Ray Tune's runs: the search, then each extension of it
     EXP/train/TRIAL_ID/           each trial's run directory (layout.checkpoint_dir.TrialRunDir)
     EXP/ensemble/ensemble.json    the ensemble `mmsearch ensemble` chose
+    EXP/report.html               `mmsearch report`'s page (unless --out says otherwise)
 
 Files that another process may read while they are rewritten go through mmsearch._atomic.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from .._atomic import atomic_write_text
 from ..errors import MMSearchError
@@ -26,6 +28,7 @@ _TUNE = "tune"
 @dataclass(frozen=True)
 class ExperimentDir:
     path: Path
+    TRAIN: ClassVar[str] = "train"
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
@@ -45,11 +48,19 @@ class ExperimentDir:
     @property
     def train(self) -> Path:
         """Where trial run directories live (Ray Train's storage_path for multi-worker trials)."""
-        return self.path / "train"
+        return self.path / self.TRAIN
 
     @property
     def ensemble_file(self) -> Path:
         return self.path / "ensemble" / "ensemble.json"
+
+    @property
+    def report_file(self) -> Path:
+        return self.path / "report.html"
+
+    def outputs(self) -> tuple[Path, ...]:
+        """What the commands write into the experiment after the search (ensemble, report)."""
+        return self.ensemble_file.parent, self.report_file
 
     def trial_run(self, trial_id: str) -> TrialRunDir:
         return TrialRunDir(self.train / trial_id)
@@ -61,13 +72,22 @@ class ExperimentDir:
 
     def tune_runs(self) -> list[Path]:
         """The Tune runs in order: tune, tune_2, tune_3, ..."""
-        runs = [p for p in self.path.glob(f"{_TUNE}*") if p.is_dir() and _tune_index(p.name) is not None]
-        return sorted(runs, key=lambda p: _tune_index(p.name))
+        return [self.path / n for n in self.tune_run_order(p.name for p in self.path.glob(f"{_TUNE}*") if p.is_dir())]
+
+    @staticmethod
+    def tune_run_order(names) -> list[str]:
+        """The names of Tune runs among folder names, in order."""
+        return sorted((n for n in names if _tune_index(n) is not None), key=_tune_index)
 
     def next_tune_run(self) -> str:
         """The name of the Tune run that extends the search next."""
         runs = self.tune_runs()
-        return f"{_TUNE}_{_tune_index(runs[-1].name) + 1}" if runs else _TUNE
+        return self.next_run_name(runs[-1].name if runs else None)
+
+    @staticmethod
+    def next_run_name(last: str | None) -> str:
+        """The Tune run after the one named `last` (None: the first)."""
+        return f"{_TUNE}_{_tune_index(last) + 1}" if last else _TUNE
 
     # -- settings and ensemble: read while rewritten, so written atomically ---------------------
     def write_settings(self, settings: dict) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-REPORT_FILE = "report.html"  # in the experiment folder, unless --out says otherwise
+from ..layout.experiment_dir import ExperimentDir
 
 
 @dataclass
@@ -54,7 +54,7 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
     from .._atomic import atomic_write_text
     from .html import render
 
-    path = Path(out) if out else Path(exp_dir) / REPORT_FILE
+    path = Path(out) if out else ExperimentDir(exp_dir).report_file
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, render(report(exp_dir)))
     return path

@@ -14,6 +14,9 @@ Each Tune trial runs mmsearch.train.loop in one of two ways (Settings.runner):
 
 Both write their checkpoints in the trial's run directory, which is what the pool reads, and
 both resume from the latest of them after a failure or `mmsearch resume`.
+
+The experiment may live on object storage (`--storage s3://...`): the driver and the trials then
+work on mirrors of it and sync them (mmsearch.layout.location says who syncs what).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from .._local_ray import DASHBOARD_HOST, local_ray_address
 from ..data.view import TableView
 from ..errors import ConfigError
 from ..layout.experiment_dir import ExperimentDir
+from ..layout.location import Location
 from .algorithms import METRIC, MODE, SCHEDULERS, SEARCHERS
 from .space import SearchSpace, with_overrides
 
@@ -82,10 +86,13 @@ class Settings:
         ExperimentDir(exp_dir).write_settings(asdict(self))
 
     @classmethod
-    def load(cls, exp_dir: Path) -> "Settings":
-        layout = ExperimentDir(exp_dir)
+    def load(cls, exp_dir: str | Path | Location) -> "Settings":
+        """From the experiment's folder (pulled first when it is on object storage)."""
+        loc = Location.of(exp_dir)
+        layout = loc.layout()
+        loc.pull_files(layout.settings_file.name, layout.space_file.name)
         if (data := layout.read_settings()) is None:
-            raise ConfigError(f"{exp_dir} is not an mmsearch experiment (no {layout.settings_file.name})")
+            raise ConfigError(f"{loc} is not an mmsearch experiment (no {layout.settings_file.name})")
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
@@ -111,12 +118,12 @@ def _check_writable(folder: Path) -> None:
         raise ConfigError(f"cannot write experiments into {folder} ({e.strerror or e}); choose a writable --storage") from None
 
 
-def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settings: Settings, *,
-           overrides: dict | None = None, **prepare_kw) -> Path:
+def create(data, label: str, space_file: str | Path, exp_dir: str | Path | Location, settings: Settings, *,
+           overrides: dict | None = None, **prepare_kw) -> Path | str:
     """Check the space, prepare the table, write the settings. Nothing is written if a check fails.
     overrides: keys fixed on top of the space file (`--set`); the experiment keeps the space they
-    make, so `resume` searches the same one."""
-    from ..data.prepare import prepare
+    make, so `resume` searches the same one. Returns the experiment's path, or its URI."""
+    from ..data.prepare import embed_images, prepare
 
     space = SearchSpace.load(space_file)
     if overrides:
@@ -124,11 +131,16 @@ def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settin
         space = SearchSpace.from_dict(effective, source=f"{space_file} with --set")
     if SEARCHERS[settings.searcher].finite:
         space.grid()  # continuous dimensions cannot be enumerated: say so now
-    exp = Path(exp_dir)
+    loc = Location.of(exp_dir, "--storage")
+    exp = loc.local()
     layout = ExperimentDir(exp)
-    if layout.settings_file.exists():
-        raise ConfigError(f"{exp} already holds an experiment: `mmsearch resume {exp}` continues it, or choose another --name")
-    _check_writable(exp.parent)
+    if loc.exists(layout.settings_file.name):
+        raise ConfigError(f"{loc} already holds an experiment: `mmsearch resume {loc}` continues it, or choose another --name")
+    if loc.remote:
+        loc.remote.check_writable("--storage")
+        shutil.rmtree(exp, ignore_errors=True)  # a mirror of an experiment since removed from the storage
+    else:
+        _check_writable(exp.parent)
     prepared = prepare(data, label, layout.data, **prepare_kw)
     raw = effective if overrides else yaml.safe_load(Path(space_file).read_text()) or {}
     try:
@@ -146,7 +158,11 @@ def create(data, label: str, space_file: str | Path, exp_dir: str | Path, settin
     else:
         shutil.copyfile(space_file, layout.space_file)  # the user's file, comments and all
     settings.save(exp)
-    return exp
+    if not loc.remote:
+        return exp
+    embed_images(layout.data)  # the nodes share no file system: the images travel with the table
+    loc.push()
+    return loc.ref
 
 
 def fit_modalities(space: dict, present: frozenset[str]) -> tuple[dict, str | None]:
@@ -199,18 +215,21 @@ def trial_driver(config: dict, *, exp_dir: str, settings: dict, resources: dict)
     s = Settings(**settings)
     trial = config.get("trial", config)  # grid search wraps the whole config in "trial"
     trial_id = ray.tune.get_context().get_trial_id()
-    layout = ExperimentDir(exp_dir)
-    with guarded(layout.trial_run(trial_id), s.trial_timeout_s, node_id=ray.get_runtime_context().get_node_id()):
+    loc = Location.of(exp_dir)
+    run, send = loc.trial_run(trial_id, owned=s.in_trial)
+    with guarded(run, s.trial_timeout_s, node_id=ray.get_runtime_context().get_node_id(), send=send):
         if s.in_trial:
             from ..train.context import TuneContext
             from ..train.loop import train
 
-            train(trial, layout.data, TuneContext(layout.trial_run(trial_id).path))
+            train(trial, loc.trial_data(), TuneContext(run.path, send=send))
         else:
-            _drive_ray_train(trial, trial_id, exp_dir, s, resources)
+            _drive_ray_train(trial, trial_id, loc, s, resources)
+    if loc.remote:  # the finished run is on the storage: this node keeps no copy of it
+        shutil.rmtree(run.path, ignore_errors=True)
 
 
-def _drive_ray_train(trial: dict, trial_id: str, exp_dir: str, s: Settings, resources: dict) -> None:
+def _drive_ray_train(trial: dict, trial_id: str, loc: Location, s: Settings, resources: dict) -> None:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -219,11 +238,11 @@ def _drive_ray_train(trial: dict, trial_id: str, exp_dir: str, s: Settings, reso
 
     trainer = TorchTrainer(
         ray_worker,
-        train_loop_config={"trial": trial, "data_dir": str(ExperimentDir(exp_dir).data)},
+        train_loop_config={"trial": trial, "experiment": loc.ref},  # each worker finds the table on its node
         scaling_config=ScalingConfig(num_workers=s.workers_per_trial, use_gpu=s.gpus_per_worker > 0, resources_per_worker=resources),
         run_config=RunConfig(
             name=trial_id,  # deterministic per trial: a restored trial resumes its own Train run
-            storage_path=str(ExperimentDir(exp_dir).train),
+            storage_path=loc.storage_path(ExperimentDir.TRAIN),
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=s.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -242,25 +261,31 @@ def auto_cpus_per_worker(s: Settings) -> float:
     return float(max(1, int(share)))
 
 
-def tune_runs(exp_dir: Path) -> list[Path]:
-    """The experiment's Tune runs in order: tune, tune_2, tune_3, ..."""
-    return ExperimentDir(exp_dir).tune_runs()
+def tune_runs(exp_dir: str | Path | Location) -> list[str]:
+    """The experiment's Tune runs in order (tune, tune_2, tune_3, ...): paths, or URIs."""
+    return Location.of(exp_dir).tune_runs()
 
 
-def build_tuner(exp_dir: Path, settings: Settings, space: SearchSpace, *, restore: Path | None = None, name: str | None = None,
-                num_samples: int | None = None, warm_start: Path | None = None):
+def build_tuner(exp_dir: str | Path | Location, settings: Settings, space: SearchSpace, *, restore: str | None = None,
+                name: str | None = None, num_samples: int | None = None, warm_start: str | None = None):
     """A new Tune run `name` (default: the experiment's next one; num_samples trials; the searcher
-    continues from the run in `warm_start` if given), or the interrupted run `restore` continued."""
+    continues from the run in `warm_start` if given), or the interrupted run `restore` continued
+    (runs as tune_runs gives them)."""
     from ray import tune
 
+    loc = Location.of(exp_dir)
     worker = settings.worker_resources()
-    trainable = tune.with_parameters(trial_driver, exp_dir=str(exp_dir.resolve()), settings=asdict(settings), resources=worker)
+    trainable = tune.with_parameters(trial_driver, exp_dir=loc.ref, settings=asdict(settings), resources=worker)
     # a one-worker trial holds its worker's resources itself; a driver of Ray Train workers holds
     # only a trial slot (no CPU), so drivers can never starve their own workers
     trainable = tune.with_resources(trainable, worker if settings.in_trial else {"CPU": 0, TRIAL_RESOURCE: 1})
     if restore is not None:
-        return tune.Tuner.restore(str(restore.resolve()), trainable=trainable, resume_unfinished=True, resume_errored=False)
+        return tune.Tuner.restore(restore, trainable=trainable, resume_unfinished=True, resume_errored=False)
 
+    if warm_start is not None:  # the searcher's saved state, read here
+        previous = loc.name_of(warm_start)
+        loc.pull(previous)
+        warm_start = loc.local() / previous
     search_alg, param_space = SEARCHERS[settings.searcher].build(space, settings, warm_start)
     scheduler = SCHEDULERS[settings.scheduler](space, settings)
     return tune.Tuner(
@@ -275,7 +300,7 @@ def build_tuner(exp_dir: Path, settings: Settings, space: SearchSpace, *, restor
                                     # process, its imports and kernels already warm
                                     reuse_actors=settings.in_trial,
                                     trial_dirname_creator=lambda trial: trial.trial_id),  # short, findable names
-        run_config=tune.RunConfig(name=name or ExperimentDir(exp_dir).next_tune_run(), storage_path=str(exp_dir.resolve()), verbose=1,
+        run_config=tune.RunConfig(name=name or loc.next_tune_run(), storage_path=loc.storage_path(), verbose=1,
                                   # a one-worker trial is its own worker: Tune restarts it (from its
                                   # last checkpoint); Ray Train restarts its own workers
                                   failure_config=tune.FailureConfig(max_failures=settings.max_failures if settings.in_trial else 0)),
@@ -289,7 +314,11 @@ def init_ray(settings: Settings, address: str | None) -> None:
 
     import ray
 
-    if ray.is_initialized():
+    if ray.is_initialized():  # this process is connected already (the Python API, a notebook)
+        connected = ray.get_runtime_context().gcs_address
+        if address and address != "auto" and not address.startswith("ray://") and address != connected:
+            raise ConfigError(f"--address {address}: this process is connected to the Ray cluster at {connected} already; "
+                              f"call ray.shutdown() first, or leave the address out to search on that one")
         return
     if address:
         ray.init(address=address)
@@ -304,12 +333,12 @@ def init_ray(settings: Settings, address: str | None) -> None:
              dashboard_host=DASHBOARD_HOST)
 
 
-def run(exp_dir: str | Path, *, address: str | None = None, restore: bool = False, more: int = 0) -> None:
+def run(exp_dir: str | Path | Location, *, address: str | None = None, restore: bool = False, more: int = 0) -> None:
     """Start the search; or (restore) continue the latest interrupted Tune run, or start the search
     if Tune never saved it; then, with `more`, extend the experiment by that many new trials."""
-    exp = Path(exp_dir)
+    exp = Location.of(exp_dir)
     settings = Settings.load(exp)
-    space = SearchSpace.load(ExperimentDir(exp).space_file)
+    space = SearchSpace.load(exp.layout().space_file)
     if more and SEARCHERS[settings.searcher].finite:
         open_ended = " or ".join(name for name, searcher in SEARCHERS.items() if not searcher.finite)
         raise ConfigError(f"--more: a {settings.searcher} search runs its {space.size()} points {settings.num_samples} "
@@ -327,17 +356,18 @@ def run(exp_dir: str | Path, *, address: str | None = None, restore: bool = Fals
         build_tuner(exp, settings, space, num_samples=more, warm_start=runs[-1]).fit()
 
 
-def _saved_runs(exp: Path, more: int) -> list[Path]:
+def _saved_runs(exp: str | Path | Location, more: int) -> list[str]:
     """The experiment's Tune runs, less the last one if its driver died before the Tuner saved
     itself (no tuner.pkl): Tune cannot restore that one, so it is removed (the trials' own
     checkpoints under train/ stay) and started again: the search itself, or an extension by the
     next `--more`. A saved Tuner without experiment state Tune restarts itself."""
     from ray.tune import Tuner
 
-    runs = tune_runs(exp)
-    while runs and not Tuner.can_restore(str(runs[-1].resolve())):
+    exp = Location.of(exp)
+    runs = exp.tune_runs()
+    while runs and not Tuner.can_restore(runs[-1]):
         unsaved = runs.pop()
-        shutil.rmtree(unsaved)
+        exp.remove(unsaved)
         again = ("starting the search" if not runs else "extending it" if more
                  else f"`mmsearch resume {exp} --more N` extends the search")
         print(f"[mmsearch] {unsaved} held no saved Tune state (its driver stopped before the first save): removed; {again}")

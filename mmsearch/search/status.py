@@ -36,7 +36,8 @@ def model_label(config: dict) -> str:
     return config.get("model.fusion", "?") + ("" if modalities == "all" else f"[{modalities}]")
 
 
-def leaderboard(exp_dir: Path) -> str:
+def leaderboard(exp_dir: Path, *, shown: str | None = None) -> str:
+    """shown: the experiment's name in the header (its URI, when exp_dir is a mirror of it)."""
     states = trial_states(exp_dir)
     found = read_pool(exp_dir)
     pool = {e.trial_id: e for e in found.entries}
@@ -57,7 +58,7 @@ def leaderboard(exp_dir: Path) -> str:
                      failed["cause"] if failed else st.get("error")))
     rows.sort(key=lambda r: (-r[0], r[1]))
     head = f"{'trial':<22} {'state':<11} {'epochs':>6} {'val ' + (metric or 'score'):>14} {'time_s':>8}  {'model':<7} tricks"
-    lines = [f"experiment {exp_dir}: {len(rows)} trials, {len(pool)} with predictions", head]
+    lines = [f"experiment {shown or exp_dir}: {len(rows)} trials, {len(pool)} with predictions", head]
     for _, tid, state, epochs, score, time_s, fusion, tricks, error in rows:
         s = f"{score:.4f}" if score is not None else "-"
         t = f"{time_s:.0f}" if time_s is not None else "-"

@@ -50,13 +50,19 @@ class LocalContext:
 
 class TuneContext(LocalContext):
     """A Tune trial that is its own (only) worker: checkpoints as LocalContext under the trial's
-    run dir (written before Tune hears of the epoch, so a scheduler's stop never loses one), and
-    every report goes to Tune for the scheduler and the searcher."""
+    run dir (written, and sent to the experiment's storage, before Tune hears of the epoch, so a
+    scheduler's stop never loses one), and every report goes to Tune for the scheduler and the
+    searcher. send: the run directory to the storage (mmsearch.layout.location.trial_run)."""
+
+    def __init__(self, out_dir: str | Path, *, send=None, **kw):
+        super().__init__(out_dir, **kw)
+        self.send = send or (lambda: None)
 
     def report(self, metrics: dict, checkpoint: Path | None, *, again: bool = False) -> None:
         import ray.tune
 
         super().report(metrics, checkpoint, again=again)
+        self.send()
         ray.tune.report(metrics)
 
 

@@ -229,7 +229,11 @@ def _say(ctx, message: str) -> None:
 
 
 def ray_worker(config: dict) -> None:
-    """Entry point of each Ray Train worker: config = {"trial": flat dict, "data_dir": path}."""
+    """Entry point of each Ray Train worker: config = {"trial": flat dict, and "data_dir": the
+    prepared table's path, or "experiment": a search's path or URI, whose table each worker finds
+    on its own node (pulled there once when the experiment is on object storage)."""
+    from ..layout.location import Location
     from .context import RayContext
 
-    train(config["trial"], config["data_dir"], RayContext())
+    data_dir = config["data_dir"] if "data_dir" in config else Location.of(config["experiment"]).trial_data()
+    train(config["trial"], data_dir, RayContext())
