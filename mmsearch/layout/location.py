@@ -89,9 +89,9 @@ class Location:
             self.remote.pull(self.local(), skip=lambda rel: rel not in names, delete=False)
 
     def push(self) -> None:
-        """Send the whole mirror (the driver, once it has created the experiment)."""
+        """Send the whole mirror (the driver, once it has created the experiment: nobody reads it yet)."""
         if self.remote:
-            self.remote.push(self.local())
+            self.remote.push(self.local(), unread=True)
 
     def push_outputs(self) -> None:
         """Send what the commands write into the experiment (its ensemble, its report)."""

@@ -35,6 +35,7 @@ from .._cache import cache_dir
 from ..errors import ConfigError
 
 Skip = Callable[[str], bool]  # a relative path (posix) -> leave it out of the sync
+_TRANSFERS = 16  # files in flight at once where their order does not matter
 
 
 def is_remote(value) -> bool:
@@ -122,10 +123,11 @@ class RemoteDir:
         Returns the number of files fetched."""
         skip = skip or _nothing
         remote, here = self._files(), _local_files(local)
-        fetched = 0
-        for rel, (size, mtime) in remote.items():
-            if skip(rel) or (rel in here and _same(here[rel], (size, mtime))):
-                continue
+        wanted = [(rel, mtime) for rel, (size, mtime) in remote.items()
+                  if not skip(rel) and not (rel in here and _same(here[rel], (size, mtime)))]
+
+        def fetch(item) -> None:
+            rel, mtime = item
             target = local / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
@@ -134,7 +136,8 @@ class RemoteDir:
             if mtime is not None:
                 os.utime(tmp, ns=(mtime, mtime))
             os.replace(tmp, target)
-            fetched += 1
+        _each(fetch, wanted, parallel=True)  # a copy is read once the pull is over: any order will do
+        fetched = len(wanted)
         if delete:
             for rel in sorted(set(here) - set(remote)):
                 if not skip(rel):
@@ -142,29 +145,33 @@ class RemoteDir:
             _prune_empty(local)
         return fetched
 
-    def push(self, local: Path, *, skip: Skip | None = None, delete: bool = True) -> int:
+    def push(self, local: Path, *, skip: Skip | None = None, delete: bool = True, unread: bool = False) -> int:
         """Make the folder a copy of `local` (delete: also remove what `local` no longer holds),
-        oldest-written files first. Returns the number of files sent."""
+        oldest-written files first. unread: nobody reads the folder yet (a new experiment): the
+        files go up side by side, in any order. Returns the number of files sent."""
         skip = skip or _nothing
         here, remote = _local_files(local), self._files()
-        sent = 0
-        for rel, stat in sorted(here.items(), key=lambda kv: kv[1][1]):
-            if skip(rel) or (rel in remote and _same(stat, remote[rel])):
-                continue
-            dest = self._join(rel)
-            self.fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
-            with open(local / rel, "rb") as src, self.fs.open_output_stream(dest) as out:
+        sent = [rel for rel, stat in sorted(here.items(), key=lambda kv: kv[1][1])
+                if not skip(rel) and not (rel in remote and _same(stat, remote[rel]))]
+        for folder in dict.fromkeys(self._join(rel).rsplit("/", 1)[0] for rel in sent):
+            self.fs.create_dir(folder, recursive=True)  # once per folder: on S3 each call costs requests
+
+        def send(rel: str) -> None:
+            with open(local / rel, "rb") as src, self.fs.open_output_stream(self._join(rel)) as out:
                 shutil.copyfileobj(src, out, 1 << 20)
-            mtime = self._info(rel).mtime_ns
-            if mtime is not None:  # the local copy takes the remote time: unchanged until rewritten
-                os.utime(local / rel, ns=(mtime, mtime))
-            sent += 1
+        _each(send, sent, parallel=unread)
+        if sent:  # the local copies take the remote times (one listing): unchanged until rewritten
+            times = self._files()
+            for rel in sent:
+                mtime = times.get(rel, (None, None))[1]
+                if mtime is not None:
+                    os.utime(local / rel, ns=(mtime, mtime))
         if delete:
             gone = [rel for rel in sorted(set(remote) - set(here)) if not skip(rel)]
             for rel in gone:
                 self.fs.delete_file(self._join(rel))
             self._prune_empty({p for rel in gone for p in _parents(rel)})
-        return sent
+        return len(sent)
 
     # -- internals -------------------------------------------------------------------------------
     def _prune_empty(self, folders: set[str]) -> None:
@@ -209,6 +216,19 @@ def _filesystem(uri: str):
         except Exception as e:
             raise ConfigError(f"{uri}: no filesystem for it ({first}; fsspec: {e}); pyarrow reads s3://, gs://, hdfs://, "
                               f"file://; other schemes need their fsspec package (e.g. adlfs for abfs://)") from None
+
+
+def _each(fn, items: list, *, parallel: bool) -> None:
+    """fn(item) for each item: in order, or on a few threads (object stores are latency-bound:
+    a request per file)."""
+    if not parallel or len(items) < 2:
+        for item in items:
+            fn(item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=_TRANSFERS) as pool:
+        list(pool.map(fn, items))  # list(): the first error is raised here
 
 
 def _local_files(root: Path) -> dict[str, tuple[int, int]]:
