@@ -160,8 +160,9 @@ def test_a_lost_node_costs_only_the_epochs_since_the_last_checkpoint(storage, re
             if storage == "s3" and exp.name == "remote" and exp.is_dir() and any(exp.iterdir()):
                 exp = next(exp.iterdir()) / "node"  # the node's mirror, once the first trial made it
             epochs = _epochs_per_trial(exp) if (exp / "train").is_dir() else {}
-            # the second trial's epoch 1 is reported (metrics.jsonl) and its checkpoint committed
-            if len(epochs) == 2 and any(e == [1] and _checkpointed(exp, t) for t, e in epochs.items()):
+            # the second trial's epoch 1 is reported (metrics.jsonl) and its checkpoint committed (on
+            # S3 the node keeps no copy of a finished trial: only the running one is there)
+            if any(t.endswith("_00001") and e == [1] and _checkpointed(exp, t) for t, e in epochs.items()):
                 before = epochs
                 cluster.remove_node(doomed, allow_graceful=False)
                 replacement = cluster.add_node(num_cpus=1, **node_env("replacement")).node_id
@@ -179,9 +180,10 @@ def test_a_lost_node_costs_only_the_epochs_since_the_last_checkpoint(storage, re
         exp = loc.local()
         assert (tmp_path / "replacement").is_dir()  # the restart pulled the checkpoint into its own cache
     interrupted = next(t for t, e in before.items() if e == [1])
-    finished_first = next(t for t in before if t != interrupted)
-    assert before[finished_first] == [1, 2, 3]
     after = _epochs_per_trial(exp)
+    finished_first = next(t for t in after if t != interrupted)
+    if storage == "shared":  # (on S3 it ran only on the doomed node, below: it finished before the loss)
+        assert before[finished_first] == [1, 2, 3]
     assert after[finished_first] == [1, 2, 3]  # not rerun
     assert after[interrupted] == [1, 2, 3]  # resumed after epoch 1: no epoch trained twice
     assert all(e.finished for e in load_pool(exp)) and len(load_pool(exp)) == 2
