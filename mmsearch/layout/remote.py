@@ -80,8 +80,9 @@ class RemoteDir:
         """This machine's copy of the folder, one per role: "view" for commands, "node" for trials
         (a trial's unpushed checkpoint must never meet a command's pull)."""
         root = cache_dir() / "remote" / hashlib.sha256(self.uri.rstrip("/").encode()).hexdigest()[:16]
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "URI.txt").write_text(self.uri + "\n")  # which folder this mirrors, for a person
+        if not (root / "URI.txt").is_file():  # which folder this mirrors, for a person; written once
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "URI.txt").write_text(self.uri + "\n")
         return root / role
 
     # -- queries ---------------------------------------------------------------------------------
