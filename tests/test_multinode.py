@@ -97,6 +97,13 @@ def _checkpointed(exp, trial_id: str) -> bool:
     return TrialRunDir(exp / "train" / trial_id).resume_point() is not None
 
 
+def _uploaded(storage: str, runs: str, trial_id: str) -> bool:
+    """On S3: the trial's epoch-1 checkpoint is complete on the storage (its trainer state, sent last)."""
+    from mmsearch.layout.remote import RemoteDir
+
+    return storage != "s3" or RemoteDir(f"{runs}/lost").exists(f"train/{trial_id}/checkpoints/epoch_001/trainer.json")
+
+
 @pytest.fixture
 def table(tmp_path):
     from mmsearch.data.synthetic import make_synthetic
@@ -161,8 +168,10 @@ def test_a_lost_node_costs_only_the_epochs_since_the_last_checkpoint(storage, re
                 exp = next(exp.iterdir()) / "node"  # the node's mirror, once the first trial made it
             epochs = _epochs_per_trial(exp) if (exp / "train").is_dir() else {}
             # the second trial's epoch 1 is reported (metrics.jsonl) and its checkpoint committed (on
-            # S3 the node keeps no copy of a finished trial: only the running one is there)
-            if any(t.endswith("_00001") and e == [1] and _checkpointed(exp, t) for t, e in epochs.items()):
+            # S3 the node keeps no copy of a finished trial: only the running one is there) and, on
+            # S3, uploaded (its metrics line may still be on the way: the restart restores it)
+            if any(t.endswith("_00001") and e == [1] and _checkpointed(exp, t) and _uploaded(storage, runs, t)
+                   for t, e in epochs.items()):
                 before = epochs
                 cluster.remove_node(doomed, allow_graceful=False)
                 replacement = cluster.add_node(num_cpus=1, **node_env("replacement")).node_id

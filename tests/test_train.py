@@ -43,9 +43,14 @@ def test_resume_continues_from_the_last_checkpoint(small_prepared, tiny, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         train(trial, small_prepared.dir, CrashAfterFirstEpoch(tmp_path / "crashed"))
     assert (tmp_path / "crashed" / "checkpoints" / "epoch_001").is_dir()
+    # the log lost epoch 1's line (a crash right after the commit; a node lost between the two
+    # uploads to object storage) and holds one for an epoch 2 whose checkpoint never landed
+    log = tmp_path / "crashed" / "metrics.jsonl"
+    log.write_text(json.dumps({"epoch": 2, "val_score": 0.0}) + "\n")
     resumed = train(trial, small_prepared.dir, LocalContext(tmp_path / "crashed"))
     epochs = [json.loads(l)["epoch"] for l in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2, 3]  # epoch 1 not retrained; the last report is the final one
+    assert epochs == [1, 2, 3]  # epoch 1 not retrained, its line back from the checkpoint; the last report is the final one
+    assert json.loads(log.read_text().splitlines()[1])["val_score"] != 0.0  # epoch 2 trained again, its stale line gone
     straight = train(trial, small_prepared.dir, LocalContext(tmp_path / "straight"))
     assert resumed["val_loss"] == pytest.approx(straight["val_loss"], rel=1e-5)  # same run, interrupted or not
     np.testing.assert_allclose(np.load(tmp_path / "crashed/final/preds_val.npy"), np.load(tmp_path / "straight/final/preds_val.npy"), rtol=1e-4, atol=1e-6)

@@ -201,6 +201,29 @@ class TrialRunDir:
         with open(self.metrics_log, "a") as f:
             f.write(json.dumps(row) + "\n")
 
+    def realign_metrics(self, trainer: dict) -> None:
+        """Make the log agree with the checkpoint a restart resumes from (its trainer state): one
+        line per epoch up to the checkpoint's, none after it. A crash between the checkpoint's
+        commit and its log line, or a node lost between their uploads to object storage, leaves the
+        log an epoch short: the line comes back from the checkpoint's history. A line ahead of it
+        (a newer checkpoint cut short) goes: that epoch is trained again."""
+        epoch, history = trainer["epoch"], trainer["history"]
+        logged = {}
+        for line in self.metrics_log.read_text().splitlines() if self.metrics_log.is_file() else []:
+            try:
+                row = json.loads(line)
+                logged.setdefault(row["epoch"], row)
+            except (ValueError, KeyError, TypeError):
+                pass  # a line cut short by a crash
+        kept = {r["epoch"]: {**r, "final": False} for r in history if r["epoch"] <= epoch}
+        if trainer.get("finished"):
+            kept[epoch] = trainer["final_metrics"]
+        rows = [logged.get(e, kept[e]) for e in sorted(kept)]
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        if not self.metrics_log.is_file() or self.metrics_log.read_text() != text:
+            self.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.metrics_log, text)
+
     def scratch(self) -> Path:
         """A hidden directory to write a checkpoint into before `commit` moves it into place."""
         self.path.mkdir(parents=True, exist_ok=True)

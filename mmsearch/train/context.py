@@ -29,6 +29,10 @@ class LocalContext:
         found = self.run.resume_point()
         return found.path if found else None
 
+    def resumed(self, trainer: dict) -> None:
+        """The run continues from a checkpoint with this trainer state: its log follows suit."""
+        self.run.realign_metrics(trainer)
+
     def prepare_model(self, model):
         return model.to(self.device)
 
@@ -87,6 +91,9 @@ class RayContext:
         if self._restored is None:
             self._restored = Path(checkpoint.to_directory(tempfile.mkdtemp(prefix="mmsearch-restore-")))
         return self._restored
+
+    def resumed(self, trainer: dict) -> None:
+        pass  # Ray keeps a Ray Train run's reports: there is no log of ours to bring in line
 
     def prepare_model(self, model):
         import ray.train.torch

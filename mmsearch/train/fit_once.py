@@ -19,6 +19,7 @@ def fit_once(model, cfg, ctx, *, evaluate, train_loader, val_loader, problem: st
     trial that finished before (a restart) reports its checkpoint's result again."""
     resume = ctx.latest_checkpoint()
     if resume is not None and (trainer := CheckpointDir(resume).trainer()).get("finished"):
+        ctx.resumed(trainer)
         ctx.report(trainer["final_metrics"], None, again=True)
         return trainer["final_metrics"]
     t0 = time.perf_counter()

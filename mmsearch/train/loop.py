@@ -124,6 +124,7 @@ def train(trial: dict, data_dir: str | Path, ctx) -> dict:
     if (resume := ctx.latest_checkpoint()) is not None:
         trainer = checkpoint.restore(resume, model=model, optimizer=optimizer, scheduler=scheduler, tricks=tricks)
         history, start_epoch, state.step = trainer["history"], trainer["epoch"], trainer["step"]
+        ctx.resumed(trainer)
         if trainer.get("finished"):  # Train got ahead of Tune before a crash: say it again
             ctx.report(trainer["final_metrics"], None, again=True)
             return trainer["final_metrics"]
