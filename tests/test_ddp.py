@@ -35,3 +35,15 @@ def test_two_worker_ddp_trains_the_packaged_backbones(ray_two_cpus, small_prepar
     if tricks:
         assert sum(metrics[f"gblend_w_{k}"] for k in ("fused", "image", "text", "tabular")) == pytest.approx(1.0)
     assert np.load(tmp_path / "final" / "preds_val.npy").shape == (len(small_prepared.split["val"]), 3)
+
+
+@pytest.mark.slow
+def test_ray_train_ddp_workers_stop_early_together(ray_two_cpus, small_prepared, tiny, tmp_path):
+    """test_defaults' frozen run (val never improves after epoch 1, patience 2, a soup after fit)
+    on 2 Ray Train workers: both take rank 0's decision and stop at epoch 3, none waits forever."""
+    from mmsearch.train.run import run_ray
+
+    from test_defaults import FROZEN
+
+    metrics = run_ray({**tiny, **FROZEN}, small_prepared.dir, tmp_path, workers=2)
+    assert metrics["final"] and metrics["stopped_early"] and metrics["epoch"] == 3 and metrics["world_size"] == 2

@@ -67,20 +67,6 @@ def test_nan_loss_is_an_error_with_its_cause(small_prepared, tiny, tmp_path, mon
         train({**tiny, "train.epochs": 1}, small_prepared.dir, LocalContext(tmp_path))
 
 
-def test_ray_train_ddp_two_workers(small_prepared, tiny, tmp_path):
-    """The same loop inside a Ray Train worker group: 2 CPU workers, DDP over gloo."""
-    import ray
-
-    from mmsearch.train.run import run_ray
-
-    try:
-        metrics = run_ray({**tiny, "train.epochs": 2, "tricks.soup.enabled": True}, small_prepared.dir, tmp_path, workers=2)
-    finally:
-        ray.shutdown()
-    assert metrics["final"] and metrics["world_size"] == 2 and np.isfinite(metrics["val_loss"])
-    assert np.load(tmp_path / "final" / "preds_holdout.npy").shape == (len(small_prepared.split["holdout"]), 3)
-
-
 def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "mmsearch.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
