@@ -81,6 +81,16 @@ def tiny_model(small_prepared, tiny):
     return model, batch
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items):
+    """Tests marked `ray` form one xdist group: they run one at a time, in one worker (each starts
+    a Ray sized to the whole machine, some a cluster, and some time their faults), while the
+    other worker runs the rest."""
+    for item in items:
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 def make_state(**kw):
     import torch
 

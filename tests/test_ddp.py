@@ -5,6 +5,8 @@ steps per fusion show that every parameter of the default model is trained."""
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.ray  # they share one Ray (the fixture below)
+
 PACKAGED = {  # the default config's encoders, small inputs
     "model.image": "lite0", "model.text": "minilm", "model.tabular": "ft_transformer",
     "model.image_size": 32, "model.max_text_len": 16, "optim.batch_size": 8,

@@ -2,6 +2,7 @@
 synthetic table with tiny backbones: the real demo runs the same code on emoji."""
 import json
 
+import pytest
 import yaml
 
 from mmsearch.datasets import TableDataset, make_synthetic
@@ -12,6 +13,7 @@ from conftest import TINY
 TINY_FIXED = {k: v for k, v in TINY.items() if k != "optim.lr"}  # the learning rate is searched
 
 
+@pytest.mark.ray
 def test_demo_searches_ensembles_exports_and_predicts(tmp_path):
     table = TableDataset(name="synthetic", path=make_synthetic(tmp_path / "table", n=120, seed=4), label="label",
                          problem_type="multiclass", description="synthetic image + text + tabular")

@@ -25,7 +25,7 @@ from mmsearch.search import experiment
 from mmsearch.search.pool import load_pool
 from mmsearch.search.status import leaderboard
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 TINY_FIXED = {k: v for k, v in TINY.items() if k not in ("optim.lr", "train.epochs")}
 
 

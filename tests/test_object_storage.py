@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import nullcontext as _nothing_raised
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,37 @@ def test_a_trial_continues_from_the_storage_on_a_node_that_never_saw_it(tmp_path
     assert {Path(p).parent.name for p in _tree(tmp_path / "check") if "/" in p} == {"epoch_002"}
 
 
+def test_a_node_keeps_no_copy_of_a_trial_that_finished_or_was_stopped_but_keeps_a_failed_one(tmp_path, monkeypatch):
+    """A finished or stopped (ASHA: SystemExit in the trial's thread) trial is all on the storage;
+    a failed one's copy may hold what the storage did not take."""
+    from mmsearch.search.experiment import _node_copy_dropped_once_sent
+
+    monkeypatch.setenv("MMSEARCH_CACHE", str(tmp_path / "node"))
+    uri = (tmp_path / "bucket" / "exp").as_uri()
+    loc = Location(uri, RemoteDir(uri))
+    outcomes = {"finished": None, "stopped": SystemExit(0), "failed": RuntimeError("storage unreachable")}
+    for tid, raised in outcomes.items():
+        run, _ = loc.trial_run(tid)
+        with pytest.raises(type(raised)) if raised else _nothing_raised():
+            with _node_copy_dropped_once_sent(loc, run.path):
+                _checkpoint(run, 1)
+                if raised:
+                    raise raised
+    assert sorted(p.name for p in (loc.local("node") / "train").iterdir()) == ["failed"]
+    local = Location.of(tmp_path / "local_exp")  # a local experiment is the trials' only copy: never removed
+    run, _ = local.trial_run("t1")
+    with _node_copy_dropped_once_sent(local, run.path):
+        _checkpoint(run, 1)
+    assert run.resume_point() is not None
+
+
+def test_children_share_the_parent_s_filesystem_object():
+    remote = RemoteDir("s3://runs/exp?region=us-east-1&endpoint_override=localhost:1")
+    kid = remote.child("train", "t1")
+    assert kid.fs is remote.fs and kid.path == remote.path + "/train/t1"
+    assert RemoteDir(remote.uri).fs is remote.fs  # the same URI again: the filesystem is opened once per process
+
+
 def test_a_checkpoint_cut_short_on_the_storage_is_passed_over(tmp_path, monkeypatch):
     """A node that dies while it uploads leaves a checkpoint without its trainer.json (sent last):
     the restart continues from the complete one before it."""
@@ -173,6 +205,7 @@ def test_embedded_images_travel_with_the_prepared_table(tmp_path):
 # -- a real S3 API -----------------------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_a_search_on_s3_shares_nothing_on_disk(s3_server, tmp_path, monkeypatch, capsys):
     """search -> (this machine's copies removed) status, ensemble, export, report from the URI ->
     resume --more 1 -> the extended search, all through the S3 API."""

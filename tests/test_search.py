@@ -17,6 +17,8 @@ from mmsearch.search.status import leaderboard
 
 from conftest import TINY
 
+pytestmark = pytest.mark.ray  # its searches start Ray
+
 TINY_FIXED = {k: v for k, v in TINY.items() if k not in ("optim.lr", "train.epochs")}  # searched or set per test; otherwise the defaults
 
 

@@ -57,6 +57,7 @@ def test_the_pool_leaves_out_a_failed_trial_with_checkpoints(small_prepared, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_a_hanging_trial_is_timed_out_isolated_and_shown(tmp_path):
     """Two trials: tabular only (never opens an image) and image only, whose first training image
     became a FIFO after the table was prepared (an open() that never returns, as on a stalled
@@ -73,7 +74,7 @@ def test_a_hanging_trial_is_timed_out_isolated_and_shown(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"fixed": {**TINY_FIXED, "train.epochs": 1},
                                      "search": {"model.modalities": {"grid": ["tabular", "image"]}}}))
-    settings = experiment.Settings(searcher="grid", scheduler="fifo", num_samples=1, max_failures=1, trial_timeout_s=30)
+    settings = experiment.Settings(searcher="grid", scheduler="fifo", num_samples=1, max_failures=1, trial_timeout_s=20)
     exp = experiment.create(table, "label", space, tmp_path / "exp", settings)
     first_image = table.parent / PreparedData.load(exp / "data").rows("train")["image"].iloc[0]
     first_image.unlink()
@@ -83,5 +84,5 @@ def test_a_hanging_trial_is_timed_out_isolated_and_shown(tmp_path):
     finally:
         ray.shutdown()
     board = leaderboard(exp)
-    assert "ran past --trial-timeout-s 30 s" in board and "ERROR" in board and "TERMINATED" in board
+    assert "ran past --trial-timeout-s 20 s" in board and "ERROR" in board and "TERMINATED" in board
     assert [e.config["model.modalities"] for e in read_pool(exp).entries] == ["tabular"]

@@ -22,6 +22,7 @@ which readers and restarts pass over.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -74,7 +75,10 @@ class RemoteDir:
         return self._resolved[0]
 
     def child(self, *parts: str) -> "RemoteDir":
-        return RemoteDir(join(self.uri, *parts))
+        """A folder inside, on the same filesystem object (opening one may cost requests: S3 looks
+        up the bucket's region)."""
+        fs, path = self._open()
+        return RemoteDir(join(self.uri, *parts), [(fs, "/".join([path.rstrip("/"), *parts]))])
 
     def mirror(self, role: str) -> Path:
         """This machine's copy of the folder, one per role: "view" for commands, "node" for trials
@@ -200,6 +204,7 @@ class RemoteDir:
                 if i.type == FileType.File and i.path.lstrip("/").startswith(root)}
 
 
+@functools.lru_cache(maxsize=64)  # a process opens the same experiment's URI again and again
 def _filesystem(uri: str):
     """(pyarrow filesystem, path) for a URI: pyarrow's own, else fsspec's (as Ray Tune)."""
     import pyarrow.fs as pafs

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -217,16 +219,33 @@ def trial_driver(config: dict, *, exp_dir: str, settings: dict, resources: dict)
     trial_id = ray.tune.get_context().get_trial_id()
     loc = Location.of(exp_dir)
     run, send = loc.trial_run(trial_id, owned=s.in_trial)
-    with guarded(run, s.trial_timeout_s, node_id=ray.get_runtime_context().get_node_id(), send=send):
-        if s.in_trial:
-            from ..train.context import TuneContext
-            from ..train.loop import train
+    with _node_copy_dropped_once_sent(loc, run.path):
+        with guarded(run, s.trial_timeout_s, node_id=ray.get_runtime_context().get_node_id(), send=send):
+            if s.in_trial:
+                from ..train.context import TuneContext
+                from ..train.loop import train
 
-            train(trial, loc.trial_data(), TuneContext(run.path, send=send))
-        else:
-            _drive_ray_train(trial, trial_id, loc, s, resources)
-    if loc.remote:  # the finished run is on the storage: this node keeps no copy of it
-        shutil.rmtree(run.path, ignore_errors=True)
+                train(trial, loc.trial_data(), TuneContext(run.path, send=send))
+            else:
+                _drive_ray_train(trial, trial_id, loc, s, resources)
+
+
+@contextmanager
+def _node_copy_dropped_once_sent(loc: Location, run_dir: Path) -> Iterator[None]:
+    """On object storage, a trial that finished, or that Tune stopped (ASHA, the time budget: it
+    ends the trial's thread with SystemExit, and every checkpoint went up before Tune heard of it),
+    is all on the storage: this node keeps no copy of it. After an error the copy stays: it may
+    hold what the storage did not take (a restart here or elsewhere pulls the storage's anyway)."""
+    sent = False
+    try:
+        yield
+        sent = True
+    except SystemExit:
+        sent = True
+        raise
+    finally:
+        if sent and loc.remote:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _drive_ray_train(trial: dict, trial_id: str, loc: Location, s: Settings, resources: dict) -> None:
