@@ -40,6 +40,14 @@ def _search(tmp_path, table, space, **settings):
     return exp
 
 
+def test_the_ray_tests_run_in_one_xdist_worker(request):
+    """Under xdist's loadgroup the `ray` mark puts a test in the group "ray" (conftest): its node
+    id carries the group. A pytest whose node ids ignore that (9.2, pytest-xdist#1386) would
+    spread the Ray tests over both workers without a word."""
+    if request.config.getoption("dist", "no") == "loadgroup" and os.environ.get("PYTEST_XDIST_WORKER"):
+        assert request.node.nodeid.endswith("@ray"), request.node.nodeid
+
+
 @pytest.fixture
 def small_table(tmp_path):
     from mmsearch.data.synthetic import make_synthetic
