@@ -188,13 +188,7 @@ class TrialRunDir:
 
     def attempts(self) -> list[dict]:
         """Oldest first; a line cut short by a crash is skipped."""
-        file, out = self.path / _ATTEMPTS, []
-        for line in file.read_text().splitlines() if file.is_file() else []:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
+        return _json_lines(self.path / _ATTEMPTS)
 
     def append_metrics(self, row: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -209,19 +203,14 @@ class TrialRunDir:
         (a newer checkpoint cut short) goes: that epoch is trained again."""
         epoch, history = trainer["epoch"], trainer["history"]
         logged = {}
-        for line in self.metrics_log.read_text().splitlines() if self.metrics_log.is_file() else []:
-            try:
-                row = json.loads(line)
+        for row in _json_lines(self.metrics_log):
+            if isinstance(row, dict) and "epoch" in row:
                 logged.setdefault(row["epoch"], row)
-            except (ValueError, KeyError, TypeError):
-                pass  # a line cut short by a crash
         kept = {r["epoch"]: {**r, "final": False} for r in history if r["epoch"] <= epoch}
         if trainer.get("finished"):
             kept[epoch] = trainer["final_metrics"]
-        rows = [logged.get(e, kept[e]) for e in sorted(kept)]
-        text = "".join(json.dumps(r) + "\n" for r in rows)
+        text = "".join(json.dumps(logged.get(e, kept[e])) + "\n" for e in sorted(kept))
         if not self.metrics_log.is_file() or self.metrics_log.read_text() != text:
-            self.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.metrics_log, text)
 
     def scratch(self) -> Path:
@@ -267,6 +256,17 @@ class TrialRunDir:
                 t = c.trainer()
                 ranked.append(((bool(t.get("finished")), t["epoch"], str(c.path)), c))
         return max(ranked, key=lambda r: r[0])[1] if ranked else None
+
+
+def _json_lines(file: Path) -> list:
+    """The rows of a JSON-lines file, oldest first; a line cut short by a crash is skipped."""
+    out = []
+    for line in file.read_text().splitlines() if file.is_file() else []:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
 
 
 def _read_json(path: Path) -> dict:
